@@ -1,0 +1,1 @@
+"""Compatibility shims for the pinned stack (see README "Dependency stack")."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create or reuse the virtual environment $VENV (default .venv) with the pinned stack.
+# Re-installs only when requirements.txt, this script or setup.py change (stamp holds their hash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+D2_COMMIT=02b5c4e295e990042a714712c21dc79b731e8833
+D2_LOCAL=../shared/deps/detectron2-02b5c4e.tar.gz
+D2_URL="git+https://github.com/facebookresearch/detectron2.git@${D2_COMMIT}"
+
+hash=$(cat requirements.txt scripts/install.sh setup.py | sha256sum | cut -c1-16)
+stamp="$VENV/.mae_transfer-installed-$hash"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+start=$(date +%s)
+echo "[install] building environment in $VENV (requirements hash $hash)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip="$VENV/bin/python -m pip"
+$pip install -q -U pip wheel 'setuptools<81'
+$pip install -r requirements.txt
+if ! "$VENV/bin/python" -c "import detectron2._C" 2>/dev/null; then
+  if [ -f "$D2_LOCAL" ]; then src="$D2_LOCAL"; else src="$D2_URL"; fi
+  echo "[install] building Detectron2 from $src (a few minutes)"
+  MAX_JOBS="${MAX_JOBS:-$(nproc)}" $pip install --no-build-isolation "$src"
+fi
+$pip install --no-build-isolation --no-deps -e .
+"$VENV/bin/python" -c "import mae_transfer.compat; import detectron2._C, mmseg.models, mmcv, timm, pycocotools; print('[install] imports ok')"
+rm -f "$VENV"/.mae_transfer-installed-*
+touch "$stamp"
+echo "[install] done in $(( $(date +%s) - start )) s; venv size $(du -sh "$VENV" | cut -f1)"
