@@ -1,0 +1,24 @@
+# The two README commands: `make demo` (main job on built-in data) and `make test` (test suite).
+# Both create or reuse the virtual environment $(VENV); scripts/install.sh re-installs only when
+# the pinned requirements change.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export VENV
+
+.PHONY: install test test-quick demo bench
+
+install:
+	@bash scripts/install.sh
+
+test: install
+	$(PY) -m pytest tests
+
+test-quick: install
+	$(PY) -m pytest tests -m "not slow"
+
+demo: install
+	$(PY) tools/demo.py
+
+bench: install
+	$(PY) tools/benchmark.py
