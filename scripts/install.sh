@@ -3,7 +3,7 @@
 # Re-installs only when requirements.txt, this script or setup.py change (stamp holds their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${VENV:-.venv}"
+VENV="$(realpath -m "${VENV:-.venv}")"
 PYTHON="${PYTHON:-python3}"
 D2_COMMIT=02b5c4e295e990042a714712c21dc79b731e8833
 D2_LOCAL=../shared/deps/detectron2-02b5c4e.tar.gz
@@ -11,7 +11,14 @@ D2_URL="git+https://github.com/facebookresearch/detectron2.git@${D2_COMMIT}"
 
 hash=$(cat requirements.txt scripts/install.sh setup.py | sha256sum | cut -c1-16)
 stamp="$VENV/.mae_transfer-installed-$hash"
+here_pkg() {  # where the venv imports mae_transfer from, ignoring PYTHONPATH
+  (cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import mae_transfer, os; print(os.path.dirname(os.path.abspath(mae_transfer.__file__)))" 2>/dev/null || true)
+}
 if [ -f "$stamp" ]; then
+  # The venv may be shared by several clones (CI caches it): point the editable install here.
+  if [ "$(here_pkg)" != "$PWD/mae_transfer" ]; then
+    "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e .
+  fi
   exit 0
 fi
 start=$(date +%s)
@@ -26,7 +33,12 @@ if ! "$VENV/bin/python" -c "import detectron2._C" 2>/dev/null; then
   MAX_JOBS="${MAX_JOBS:-$(nproc)}" $pip install --no-build-isolation "$src"
 fi
 $pip install --no-build-isolation --no-deps -e .
-"$VENV/bin/python" -c "import mae_transfer.compat; import detectron2._C, mmseg.models, mmcv, timm, pycocotools; print('[install] imports ok')"
+# mmcv-lite has no compiled ops; this line makes `import mmcv.ops` resolve to
+# mae_transfer/compat/mmcv_ops.py (see its docstring). Written by us, not a hand edit.
+site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "import importlib.util as u; u.find_spec('mae_transfer') and __import__('mae_transfer.compat.mmcv_ops_hook')" \
+  > "$site/mae_transfer_mmcv_ops.pth"
+"$VENV/bin/python" -c "import detectron2._C, mmseg.models, mmcv, timm, pycocotools; print('[install] imports ok')"
 rm -f "$VENV"/.mae_transfer-installed-*
 touch "$stamp"
 echo "[install] done in $(( $(date +%s) - start )) s; venv size $(du -sh "$VENV" | cut -f1)"

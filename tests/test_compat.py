@@ -15,13 +15,23 @@ def _import_in_subprocess(code: str) -> subprocess.CompletedProcess:
 
 
 def test_mmseg_models_needs_the_shim():
-    without = _import_in_subprocess("import mmseg.models")
+    """Without the hook mmseg.models fails on mmcv-lite; the venv's .pth makes the plain import work."""
+    without = _import_in_subprocess(
+        "import sys; from mae_transfer.compat.mmcv_ops_hook import MmcvOpsFinder; "
+        "sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, MmcvOpsFinder)]; "
+        "import mmseg.models")
     assert without.returncode != 0
-    assert "mmcv" in without.stderr
-    with_shim = _import_in_subprocess(
-        "import mae_transfer.compat.mmcv_ops; import mmseg.models; "
-        "from mmseg.models.losses import FocalLoss; print('ok')")
-    assert with_shim.returncode == 0, with_shim.stderr[-2000:]
+    assert "mmcv._ext" in without.stderr
+    plain = _import_in_subprocess(
+        "import detectron2._C, mmseg.models, mmcv, timm, pycocotools; "
+        "from mmseg.models.losses import FocalLoss; import mmcv.ops; "
+        "assert mmcv.ops.__mae_transfer_shim__")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    explicit = _import_in_subprocess(
+        "import sys; from mae_transfer.compat.mmcv_ops_hook import MmcvOpsFinder; "
+        "sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, MmcvOpsFinder)]; "
+        "import mae_transfer.compat.mmcv_ops; import mmseg.models")
+    assert explicit.returncode == 0, explicit.stderr[-2000:]
 
 
 def test_optional_ops_report_missing_as_module_not_found():

@@ -9,8 +9,11 @@ every other name raise ``ModuleNotFoundError``, which is what mmseg's guarded im
 optional heads (PSA, CCNet, point head) report themselves unavailable exactly as with a CPU-less
 mmcv build.
 
-Use: ``import mae_transfer.compat.mmcv_ops`` (or call :func:`install`) before ``import mmseg.models``.
-``mae_transfer.seg`` does this first. A full mmcv with compiled ops, when installed, is left alone.
+Use: nothing, in the project's venv: ``scripts/install.sh`` adds a one-line ``.pth`` that registers
+:mod:`mae_transfer.compat.mmcv_ops_hook`, an import hook that serves this module when ``mmcv.ops`` is
+first imported (nothing heavy runs at interpreter start). Elsewhere ``import mae_transfer.compat.mmcv_ops``
+(or :func:`install`) before ``import mmseg.models``; ``mae_transfer.seg`` does this first.
+A full mmcv with compiled ops, when installed, is left alone.
 """
 from __future__ import annotations
 
@@ -57,9 +60,9 @@ def sigmoid_focal_loss(input: torch.Tensor, target: torch.Tensor, gamma: float =
     num_classes = input.size(1)
     one_hot = F.one_hot(target.long(), num_classes + 1)[:, :num_classes].to(input.dtype)
     prob = input.sigmoid()
-    tiny = torch.finfo(input.dtype).tiny
-    pos = -alpha * (1 - prob).pow(gamma) * prob.clamp_min(tiny).log()
-    neg = -(1 - alpha) * prob.pow(gamma) * (1 - prob).clamp_min(tiny).log()
+    # log-sigmoid instead of log(p): the same value, without underflow for large |logits|
+    pos = -alpha * (1 - prob).pow(gamma) * F.logsigmoid(input)
+    neg = -(1 - alpha) * prob.pow(gamma) * F.logsigmoid(-input)
     loss = one_hot * pos + (1 - one_hot) * neg
     if weight is not None:
         padded = torch.cat([weight.to(input.dtype), weight.new_ones(1).to(input.dtype)])
