@@ -1,0 +1,271 @@
+"""Multi-head self-attention with the relative position terms of ViTDet and BEiT.
+
+Parameter names follow timm (``qkv``, ``q_bias``/``v_bias``, ``proj``,
+``relative_position_bias_table``) and Detectron2 (``rel_pos_h``/``rel_pos_w``), so checkpoints of
+either load without renaming. Relative position terms enter
+``F.scaled_dot_product_attention`` as its additive ``attn_mask``; see :mod:`.sdpa` for the CPU
+path that keeps the fused kernel when those terms need gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .pos_embed import (
+    Size2,
+    beit_num_relative_distance,
+    beit_relative_position_index,
+    rel_pos_lookup,
+    resize_beit_rel_pos_table,
+    to_2tuple,
+)
+from .sdpa import attention
+
+__all__ = [
+    "Attention",
+    "RelativePositionBias",
+    "beit_bias",
+    "window_partition",
+    "window_unpartition",
+    "decomposed_rel_terms",
+]
+
+
+def window_partition(x: torch.Tensor, window: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Split a grid into non-overlapping windows, zero-padding the bottom/right edges.
+
+    Args:
+        x: ``(B, H, W, C)``.
+        window: window side ``ws``.
+
+    Returns:
+        ``(B * nW, ws*ws, C)`` windows in row-major window order, and the padded size ``(Hp, Wp)``.
+    """
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c).transpose(2, 3)
+    return x.reshape(-1, window * window, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: torch.Tensor, window: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, ws*ws, C) -> (B, H, W, C)``, padding cut."""
+    hp, wp = padded_hw
+    h, w = hw
+    c = windows.shape[-1]
+    x = windows.view(-1, hp // window, wp // window, window, window, c).transpose(2, 3)
+    x = x.reshape(-1, hp, wp, c)
+    if hp > h or wp > w:
+        x = x[:, :h, :w]
+    return x
+
+
+def decomposed_rel_terms(
+    q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, hw: Tuple[int, int]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Decomposed relative position terms of MViTv2 / ViTDet.
+
+    The attention logit of query ``(i, j)`` and key ``(k, l)`` gets
+    ``q_ij . Rh[i - k] + q_ij . Rw[j - l]`` (unscaled ``q``). This returns the two factors; the
+    ``(N, N)`` bias is their broadcast sum ``rel_h[..., :, None] + rel_w[..., None, :]``.
+
+    Args:
+        q: ``(B, heads, h*w, d)`` queries (no prefix tokens).
+        rel_pos_h: ``(Lh, d)`` table; resized (linear) when ``Lh != 2*h - 1``.
+        rel_pos_w: ``(Lw, d)`` table; resized when ``Lw != 2*w - 1``.
+        hw: query/key grid ``(h, w)``.
+
+    Returns:
+        ``rel_h`` of shape ``(B, heads, h, w, h)`` and ``rel_w`` of shape ``(B, heads, h, w, w)``.
+    """
+    h, w = hw
+    b, heads, _, d = q.shape
+    r_h = rel_pos_lookup(rel_pos_h, h).to(q.dtype)  # (h, kh, d)
+    r_w = rel_pos_lookup(rel_pos_w, w).to(q.dtype)  # (w, kw, d)
+    q = q.reshape(b, heads, h, w, d)
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", q, r_h)
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", q, r_w)
+    return rel_h, rel_w
+
+
+def beit_bias(
+    table: torch.Tensor,
+    index: torch.Tensor,
+    window: Tuple[int, int],
+    hw: Tuple[int, int],
+    num_prefix_tokens: int,
+) -> torch.Tensor:
+    """Gather a BEiT bias table into an attention bias for a grid with 0 or 1 cls token in front.
+
+    Args:
+        table: ``((2*Wh-1)*(2*Ww-1)+3, heads)`` built for ``window``.
+        index: :func:`beit_relative_position_index` of ``window`` (a buffer, reused when
+            ``hw == window``).
+        window: ``(Wh, Ww)``.
+        hw: grid ``(h, w)`` of the tokens; the table is resampled (bicubic) when it differs.
+        num_prefix_tokens: 0 or 1.
+
+    Returns:
+        ``(1, heads, P + h*w, P + h*w)``.
+    """
+    if num_prefix_tokens not in (0, 1):
+        raise ValueError("BEiT relative position bias supports 0 or 1 prefix token.")
+    hw = tuple(hw)
+    if hw != tuple(window):
+        table = resize_beit_rel_pos_table(table, window, hw)
+        index = beit_relative_position_index(hw, device=table.device)
+    if num_prefix_tokens == 0:
+        index = index[1:, 1:]
+    n = index.shape[0]
+    bias = table[index.reshape(-1)].view(n, n, -1)
+    return bias.permute(2, 0, 1).unsqueeze(0)
+
+
+class RelativePositionBias(nn.Module):
+    """BEiT relative position bias shared by all blocks (timm ``Beit(use_shared_rel_pos_bias=True)``).
+
+    Holds ``relative_position_bias_table`` ``((2*Wh-1)*(2*Ww-1)+3, heads)`` (zero init) and the
+    non-persistent ``relative_position_index`` buffer, as timm's ``RelativePositionBias``.
+    """
+
+    def __init__(self, window: Size2, num_heads: int):
+        """
+        Args:
+            window: grid ``(Wh, Ww)`` the table is built for (the patch grid of ``img_size``).
+            num_heads: attention heads.
+        """
+        super().__init__()
+        self.window = to_2tuple(window)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros(beit_num_relative_distance(self.window), num_heads)
+        )
+        self.register_buffer(
+            "relative_position_index", beit_relative_position_index(self.window), persistent=False
+        )
+
+    def forward(self, hw: Tuple[int, int], num_prefix_tokens: int) -> torch.Tensor:
+        """``(1, heads, P + h*w, P + h*w)`` bias for grid ``hw`` (see :func:`beit_bias`)."""
+        return beit_bias(
+            self.relative_position_bias_table,
+            self.relative_position_index,
+            self.window,
+            hw,
+            num_prefix_tokens,
+        )
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a grid of tokens (optionally with cls token in front)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 12,
+        qkv_bias: bool = True,
+        qv_bias: bool = False,
+        rel_pos: Optional[str] = None,
+        input_size: Optional[Size2] = None,
+    ):
+        """
+        Args:
+            dim: channels.
+            num_heads: attention heads; ``dim`` must divide evenly.
+            qkv_bias: bias on the fused ``qkv`` projection (timm ViT, Detectron2 ViT).
+            qv_bias: BEiT-style separate ``q_bias``/``v_bias`` (key bias fixed at zero);
+                takes precedence over ``qkv_bias``.
+            rel_pos: ``None``, ``"decomposed"`` (ViTDet ``rel_pos_h``/``rel_pos_w``, zero init) or
+                ``"beit"`` (per-block ``relative_position_bias_table``, zero init). A shared BEiT
+                bias is owned by the model and passed to :meth:`forward`.
+            input_size: attention grid ``(h, w)`` the relative tables are sized for: the window
+                for window blocks, the patch grid of ``img_size`` for global blocks.
+        """
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}.")
+        if rel_pos not in (None, "decomposed", "beit"):
+            raise ValueError(f"rel_pos must be None, 'decomposed' or 'beit', got {rel_pos!r}.")
+        if rel_pos is not None and input_size is None:
+            raise ValueError("input_size is required to size relative position tables.")
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim**-0.5
+        self.rel_pos = rel_pos
+        self.input_size = to_2tuple(input_size) if input_size is not None else None
+
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias and not qv_bias)
+        if qv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.k_bias = self.v_bias = None
+        self.proj = nn.Linear(dim, dim)
+
+        if rel_pos == "decomposed":
+            h, w = self.input_size
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * h - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * w - 1, head_dim))
+        elif rel_pos == "beit":
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros(beit_num_relative_distance(self.input_size), num_heads)
+            )
+            self.register_buffer(
+                "relative_position_index",
+                beit_relative_position_index(self.input_size),
+                persistent=False,
+            )
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.q_bias is None:
+            return self.qkv(x)
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        return F.linear(x, self.qkv.weight, bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        hw: Tuple[int, int],
+        num_prefix_tokens: int = 0,
+        shared_bias: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            x: ``(B, P + h*w, C)`` tokens, ``P = num_prefix_tokens`` cls tokens first.
+            hw: the grid ``(h, w)``.
+            num_prefix_tokens: ``P``.
+            shared_bias: optional ``(1, heads, P + h*w, P + h*w)`` bias from a shared BEiT table.
+
+        Returns:
+            ``(B, P + h*w, C)``.
+        """
+        b, n, c = x.shape
+        qkv = self._qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d) each
+
+        bias = shared_bias
+        rel_h = rel_w = None
+        if self.rel_pos == "decomposed":
+            if num_prefix_tokens:
+                raise ValueError("decomposed relative position does not support a cls token.")
+            rel_h, rel_w = decomposed_rel_terms(q, self.rel_pos_h, self.rel_pos_w, hw)
+        elif self.rel_pos == "beit":
+            own = beit_bias(
+                self.relative_position_bias_table,
+                self.relative_position_index,
+                self.input_size,
+                hw,
+                num_prefix_tokens,
+            ).to(q.dtype)
+            bias = own if bias is None else bias + own
+
+        x = attention(q, k, v, bias=bias, rel_h=rel_h, rel_w=rel_w, scale=self.scale)
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj(x)
