@@ -1,0 +1,16 @@
+"""Load pretrained ViT checkpoints of every common layout (MAE, DeiT/timm, BEiT, MoCo v3,
+ViTDet/Detectron2, MMSeg, this project's own) into :mod:`mae_transfer.models`, safely.
+
+>>> report = load_pretrained(vit, "mae_pretrain_vit_base.pth")
+>>> print(report.summary())
+"""
+from .io import CheckpointReadError, UnsafeCheckpointError, cache_dir, download, read_checkpoint
+from .layouts import LAYOUTS, Converted, convert_state_dict, convert_to_vit, detect_layout, unwrap
+from .load import load_pretrained
+from .report import CheckpointMismatchError, LoadReport
+
+__all__ = [
+    "load_pretrained", "LoadReport", "read_checkpoint", "detect_layout", "convert_to_vit",
+    "convert_state_dict", "unwrap", "Converted", "LAYOUTS", "download", "cache_dir",
+    "CheckpointMismatchError", "CheckpointReadError", "UnsafeCheckpointError",
+]

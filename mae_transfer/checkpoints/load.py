@@ -1,0 +1,223 @@
+"""``load_pretrained``: any supported checkpoint -> a ViT (and its pyramid), with a report."""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from mae_transfer.utils.logger import get_logger
+
+from .adapt import adapt_vit
+from .io import read_checkpoint
+from .layouts import LAYOUTS, Converted, UnknownLayoutError, convert_state_dict, unwrap
+from .report import CheckpointMismatchError, LoadReport
+
+logger = get_logger(__name__)
+Tensor = torch.Tensor
+
+# Model keys a checkpoint may lack for a known reason: (pattern, reason, set to zero).
+EXPECTED_MISSING: tuple[tuple[str, str, bool], ...] = (
+    (r"\.attn\.rel_pos_[hw]$", "decomposed relative position tables are new in the ViTDet "
+     "backbone; set to zero (ViTDet's initialisation)", True),
+    (r"relative_position_bias_table$", "relative position bias not in the checkpoint; set to "
+     "zero (the MAE/BEiT transfer recipe)", True),
+    (r"^norm\.", "the checkpoint has no final norm (ViTDet backbone, or a mean-pooling "
+     "classifier); left at its initial value, unused by forward_maps", False),
+    (r"^cls_token$", "the checkpoint has no class token (ViTDet backbone); left at its initial "
+     "value", False),
+    (r"^pos_embed$", "the checkpoint has no absolute position embedding (BEiT uses relative "
+     "position bias only); left at its initial value", False),
+    (r"\.gamma_[12]$", "the checkpoint has no layer scale; left at its initial value", False),
+)
+# Checkpoint tensors a model variant has no place for, by design: (pattern, reason).
+EXPECTED_UNUSED: tuple[tuple[str, str], ...] = (
+    (r"^cls_token$", "the model uses no class token (window attention, as in ViTDet)"),
+    (r"^pos_embed$", "the model has no absolute position embedding (use_abs_pos=False)"),
+    (r"^norm\.", "the model has no final norm (final_norm=False)"),
+)
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def _is_vit(module: nn.Module) -> bool:
+    return hasattr(module, "patch_embed") and isinstance(getattr(module, "blocks", None), nn.ModuleList)
+
+
+def _is_pyramid(module: nn.Module) -> bool:
+    return type(module).__name__ in ("SimplePyramid", "MultiLevelPyramid")
+
+
+def _find_prefix(model: nn.Module, prefix: Optional[str], match, what: str) -> Optional[str]:
+    """``prefix`` as given (normalised to end with '.'), else the first submodule ``match``es."""
+    if prefix is not None:
+        prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
+        try:
+            model.get_submodule(prefix.rstrip("."))
+        except AttributeError as err:
+            raise ValueError(f"The model has no submodule '{prefix.rstrip('.')}' to load the {what} into; "
+                             f"check prefix=") from err
+        return prefix
+    for name, module in model.named_modules():
+        if match(module):
+            return f"{name}." if name else ""
+    return None
+
+
+def _sub(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _blocks(keys) -> set[int]:
+    return {int(m.group(1)) for k in keys if (m := _BLOCK.match(k))}
+
+
+def _check_fit(source: str, pairs: list[tuple[str, Tensor, Tensor]], src_blocks: set[int],
+               dst_blocks: set[int], loaded: int) -> None:
+    """Raise :class:`CheckpointMismatchError` when the checkpoint does not fit the model."""
+    bad = [(k, tuple(a.shape), tuple(b.shape)) for k, a, b in pairs if a.shape != b.shape]
+    if bad:
+        first = "; ".join(f"{k} is {a} in the checkpoint but {b} in the model" for k, a, b in bad[:3])
+        raise CheckpointMismatchError(
+            f"Checkpoint {source} does not fit the model: {first} ({len(bad)} mismatching tensors in "
+            f"all); it was made for another architecture or size (e.g. ViT-L weights into a ViT-B), "
+            f"so build the matching model (--model / create_vit name)."
+        )
+    if src_blocks and dst_blocks and src_blocks != dst_blocks:
+        raise CheckpointMismatchError(
+            f"Checkpoint {source} has {len(src_blocks)} transformer blocks but the model has "
+            f"{len(dst_blocks)}; build the model with depth={len(src_blocks)} (or the matching preset)."
+        )
+    if loaded == 0:
+        raise CheckpointMismatchError(f"Checkpoint {source} shares no tensor with the model; is it "
+                                      f"a checkpoint of this model type?")
+
+
+def _explain_missing(missing: list[str], vit_prefix: str, buffers: set[str]) -> dict[str, tuple[str, bool]]:
+    explained = {}
+    for key in missing:
+        if key in buffers:
+            explained[key] = ("buffer computed by the model, not a weight", False)
+            continue
+        if not key.startswith(vit_prefix):
+            continue
+        sub = key[len(vit_prefix):]
+        for pattern, reason, zero in EXPECTED_MISSING:
+            if re.search(pattern, sub):
+                explained[key] = (reason, zero)
+                break
+    return explained
+
+
+def load_pretrained(
+    model: nn.Module,
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    strict: bool = False,
+    unsafe: bool = False,
+    prefix: Optional[str] = None,
+    pyramid_prefix: Optional[str] = None,
+    layout: Optional[str] = None,
+) -> LoadReport:
+    """Load a pretrained ViT checkpoint of any supported layout into ``model``.
+
+    Args:
+        model: a ViT (timm names), or a module holding one (and optionally a ``SimplePyramid``).
+        source: file path, http(s) URL (cached), or an already loaded checkpoint dict.
+        strict: also fail when keys are missing or unexpected without an explanation.
+        unsafe: allow pickles that run code when loaded (only for trusted files).
+        prefix: where the ViT lives in ``model`` (e.g. ``"backbone.net."``); found when omitted.
+        pyramid_prefix: where the pyramid lives; found when omitted (a ``SimplePyramid``).
+        layout: force a layout name from :data:`~.layouts.LAYOUTS` instead of detecting it.
+
+    Returns:
+        :class:`LoadReport`, also logged at INFO.
+
+    Raises:
+        CheckpointMismatchError: the checkpoint is not a ViT or does not fit the model.
+        CheckpointReadError / UnsafeCheckpointError: unreadable or code-running file.
+    """
+    name = str(source) if not isinstance(source, Mapping) else "<state dict>"
+    obj = source if isinstance(source, Mapping) else read_checkpoint(source, unsafe=unsafe)
+    try:
+        state_dict, skipped = unwrap(obj)
+        forced = next((l for l in LAYOUTS if l.name == layout), None) if layout else None
+        if layout and forced is None:
+            raise UnknownLayoutError(f"unknown layout '{layout}' (known: {sorted({l.name for l in LAYOUTS})})")
+        converted = convert_state_dict(state_dict, forced)
+    except UnknownLayoutError as err:
+        raise CheckpointMismatchError(f"Checkpoint {name} is not a ViT checkpoint in a known layout: {err}.") from None
+    converted.ignored.update(skipped)
+    report = _load_converted(model, converted, name, prefix, pyramid_prefix)
+    logger.info("%s", report.summary())
+    if strict and report.unexplained:
+        raise CheckpointMismatchError(
+            f"Checkpoint {name} left keys unexplained with strict=True: {', '.join(report.unexplained[:5])}; "
+            f"see the load report, or load with strict=False."
+        )
+    return report
+
+
+def _load_converted(model: nn.Module, conv: Converted, name: str, prefix: Optional[str],
+                    pyramid_prefix: Optional[str]) -> LoadReport:
+    vit_prefix = _find_prefix(model, prefix, _is_vit, "ViT")
+    if vit_prefix is None:
+        raise ValueError(f"Found no ViT (a module with patch_embed and blocks) in {type(model).__name__}; pass prefix=.")
+    pyr_prefix = _find_prefix(model, pyramid_prefix, _is_pyramid, "pyramid")
+    target = model.state_dict()
+    vit_module = model.get_submodule(vit_prefix.rstrip(".")) if vit_prefix else model
+    vit_target = _sub(target, vit_prefix)
+    adapted = adapt_vit(conv.vit, vit_target, vit_module)
+
+    plan: dict[str, Tensor] = {}
+    ignored = dict(conv.ignored)
+    pairs: list[tuple[str, Tensor, Tensor]] = []
+    unexpected: list[str] = []
+    for key, value in adapted.state_dict.items():
+        full = vit_prefix + key
+        if full in target:
+            pairs.append((full, value, target[full]))
+            plan[full] = value
+        elif reason := next((r for p, r in EXPECTED_UNUSED if re.search(p, key)), None):
+            ignored[key] = reason
+        else:
+            unexpected.append(full)
+    regions = [vit_prefix]
+    if conv.pyramid:
+        if pyr_prefix is None:
+            ignored.update({"pyramid." + k: "pyramid weights; the model has no SimplePyramid" for k in conv.pyramid})
+        else:
+            regions.append(pyr_prefix)
+            for key, value in conv.pyramid.items():
+                full = pyr_prefix + key
+                if full in target:
+                    pairs.append((full, value, target[full]))
+                    plan[full] = value
+                else:
+                    unexpected.append(full)
+    for key, value in conv.rest.items():
+        if key in target and target[key].shape == value.shape and not key.startswith(tuple(regions)):
+            plan[key] = value
+        elif key in target:
+            ignored[key] = f"shape {tuple(value.shape)} differs from the model's {tuple(target[key].shape)}"
+        else:
+            ignored[key] = conv.rest_reason
+
+    _check_fit(name, pairs, _blocks(adapted.state_dict), _blocks(vit_target),
+               sum(k.startswith(vit_prefix) for k in plan))
+    regions_all = tuple(regions)
+    missing = [k for k in target if k.startswith(regions_all) and k not in plan]
+    buffers = {n for n, _ in model.named_buffers()}
+    explained = _explain_missing(missing, vit_prefix, buffers)
+    with torch.no_grad():
+        model.load_state_dict(plan, strict=False)
+        params = dict(model.named_parameters())
+        for key, (_, zero) in explained.items():
+            if zero and key in params:
+                params[key].zero_()
+    resized = {vit_prefix + k: v for k, v in adapted.resized.items()}
+    return LoadReport(name, conv.layout, conv.description, loaded=list(plan), missing=missing,
+                      unexpected=unexpected, resized=resized, ignored=ignored,
+                      explained={k: r for k, (r, _) in explained.items()},
+                      notes=conv.notes + adapted.notes)
