@@ -1,0 +1,48 @@
+"""Detectron2 optimizer: layer-wise lr decay + freeze policy from ``mae_transfer.optim``.
+
+Config keys (added by :func:`mae_transfer.det.config.add_vit_config`):
+``SOLVER.OPTIMIZER`` ("ADAMW" | "SGD"), ``SOLVER.BASE_LR``, ``SOLVER.WEIGHT_DECAY``,
+``SOLVER.BETAS`` (AdamW), ``SOLVER.MOMENTUM``/``NESTEROV`` (SGD), ``SOLVER.LAYER_DECAY``
+(1.0 = off), ``SOLVER.CLIP_GRADIENTS.*`` (Detectron2's gradient clipping) and
+``MODEL.VIT.FREEZE`` (see :mod:`mae_transfer.optim.partial`).
+
+Weight decay follows the layer-decay rule (none for biases, norms, tokens, position tables);
+Detectron2's ``WEIGHT_DECAY_NORM``/``WEIGHT_DECAY_BIAS``/``BIAS_LR_FACTOR`` are not used.
+"""
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.solver.build import maybe_add_gradient_clipping
+
+from mae_transfer.optim import apply_freeze, find_backbone_prefix, param_groups
+
+# The Detectron2 backbone ("backbone.") wraps the ViT ("backbone.net.") with the pyramid, so
+# everything under "backbone." that is not the ViT is the neck frozen by ``linear_probe``.
+NECK_PREFIX = "backbone."
+
+
+def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Apply ``MODEL.VIT.FREEZE`` to ``model``, then build the optimizer over its trainable params.
+
+    Call it before the model is wrapped in DistributedDataParallel (``DefaultTrainer`` does).
+    """
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name == "ADAMW":
+        optimizer_cls, kwargs = torch.optim.AdamW, dict(betas=tuple(cfg.SOLVER.BETAS))
+    elif name == "SGD":
+        optimizer_cls = torch.optim.SGD
+        kwargs = dict(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
+    else:
+        raise ValueError(f"SOLVER.OPTIMIZER is {cfg.SOLVER.OPTIMIZER!r}; set it to 'ADAMW' or 'SGD'.")
+    prefix = find_backbone_prefix(model)
+    apply_freeze(model, cfg.MODEL.VIT.FREEZE, backbone_prefix=prefix, neck_prefix=NECK_PREFIX)
+    groups = param_groups(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        layer_decay=cfg.SOLVER.LAYER_DECAY,
+        backbone_prefix=prefix,
+    )
+    optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
+    return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)

@@ -1,0 +1,159 @@
+"""The Detectron2 optimizer builder and the MMEngine constructor agree, and train what they should.
+
+Models are toys with the frameworks' parameter layouts (``backbone.net.`` + pyramid + heads in
+Detectron2, ``backbone.`` + ``neck.`` + ``decode_head.`` in MMSeg) around the same timm ViT; the
+training steps run through the real Detectron2 ``SimpleTrainer`` and the real MMEngine ``Runner``.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _optim_models import ToyDetector, ToySegmentor, tiny_vit
+from detectron2.engine import SimpleTrainer
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.optim import build_optim_wrapper
+from mmengine.runner import Runner
+
+import mae_transfer.seg.optimizer  # noqa: F401  (registers MAETransferOptimizerConstructor)
+from mae_transfer.det.config import get_det_cfg
+from mae_transfer.det.optimizer import build_optimizer
+
+DEPTH, LR, WD, DECAY, FREEZE = 6, 1e-3, 0.05, 0.65, "last_k_blocks:4"
+
+
+def det_cfg(freeze: str = FREEZE, clip: bool = False):
+    cfg = get_det_cfg()
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "ADAMW", LR, WD
+    cfg.SOLVER.LAYER_DECAY, cfg.MODEL.VIT.FREEZE = DECAY, freeze
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = clip
+    return cfg
+
+
+def seg_optim_cfg(freeze: str = FREEZE) -> dict:
+    return dict(
+        type="OptimWrapper",
+        optimizer=dict(type="AdamW", lr=LR, betas=(0.9, 0.999), weight_decay=WD),
+        constructor="MAETransferOptimizerConstructor",
+        paramwise_cfg=dict(layer_decay_rate=DECAY, freeze=freeze),
+    )
+
+
+def per_param(optimizer: torch.optim.Optimizer, model: torch.nn.Module, prefix: str) -> dict[str, tuple]:
+    """Backbone-relative name -> (lr, weight decay) as the optimizer will apply them."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)][len(prefix):]: (g["lr"], g["weight_decay"])
+            for g in optimizer.param_groups for p in g["params"] if names[id(p)].startswith(prefix)}
+
+
+@pytest.mark.parametrize("freeze", ["full", FREEZE])
+def test_detectron2_and_mmseg_give_each_backbone_parameter_the_same_lr_and_wd(freeze):
+    torch.manual_seed(0)
+    vit = tiny_vit(depth=DEPTH)
+    det, seg = ToyDetector(copy.deepcopy(vit)), ToySegmentor(copy.deepcopy(vit))
+    det_opt = build_optimizer(det_cfg(freeze), det)
+    seg_opt = build_optim_wrapper(seg, seg_optim_cfg(freeze)).optimizer
+    assert type(det_opt) is type(seg_opt) is torch.optim.AdamW
+    det_params, seg_params = per_param(det_opt, det, "backbone.net."), per_param(seg_opt, seg, "backbone.")
+    assert det_params == seg_params
+    trainable = {n for n, p in vit.named_parameters()} if freeze == "full" else \
+        {n for n, _ in vit.named_parameters() if n.startswith(("blocks.2.", "blocks.3.", "blocks.4.", "blocks.5.", "norm."))}
+    assert set(det_params) == trainable
+    assert det_params["blocks.2.attn.qkv.weight"] == (LR * DECAY ** (DEPTH + 1 - 3), WD)
+    # heads: base lr in both
+    assert {g["lr"] for g in det_opt.param_groups if any(p is det.roi_heads.weight for p in g["params"])} == {LR}
+    assert {g["lr"] for g in seg_opt.param_groups if any(p is seg.decode_head.weight for p in g["params"])} == {LR}
+
+
+def assert_trained_only_trainable(model, before: dict, optimizer: torch.optim.Optimizer, prefix: str):
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n in before if n.startswith(prefix) and
+                      (n[len(prefix):].startswith(("patch_embed.", "blocks.0.", "blocks.1.")) or
+                       n[len(prefix):] in ("cls_token", "pos_embed"))}
+    for name, param in model.named_parameters():
+        changed = not torch.equal(param.detach(), before[name])
+        assert changed != (name in frozen), name
+    state_ids = {id(p) for p in optimizer.state}
+    assert state_ids == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+class _DetectorWithLoss(ToyDetector):
+    def forward(self, batch):
+        images, labels = batch
+        return {"loss_cls": F.cross_entropy(super().forward(images), labels)}
+
+
+def _batches(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randn(4, 3, 32, 32, generator=gen), torch.randint(0, 3, (4,), generator=gen)
+
+
+def test_detectron2_trainer_steps_with_last_k_blocks():
+    torch.manual_seed(0)
+    model = _DetectorWithLoss(tiny_vit(depth=DEPTH, drop_path=0.1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = build_optimizer(det_cfg(clip=True), model)
+    assert type(optimizer).__name__.endswith("WithGradientClip")
+    trainer = SimpleTrainer(model, _batches(), optimizer)
+    trainer.train(0, 3)
+    assert_trained_only_trainable(model, before, optimizer, "backbone.net.")
+
+
+class _SegmentorModel(BaseModel):
+    """An MMEngine model holding a ToySegmentor's modules at the same names."""
+
+    def __init__(self, vit):
+        super().__init__()
+        toy = ToySegmentor(vit)
+        self.backbone, self.neck, self.decode_head = toy.backbone, toy.neck, toy.decode_head
+
+    def forward(self, inputs, data_samples=None, mode="loss"):
+        logits = ToySegmentor.forward(self, inputs)
+        return {"loss_seg": F.cross_entropy(logits, data_samples)}
+
+
+class _Snapshot(Hook):
+    """Parameters as training starts (after the Runner's init_weights, which re-initialises timm's ViT)."""
+
+    def before_train(self, runner):
+        self.params = {n: p.detach().clone() for n, p in runner.model.named_parameters()}
+
+
+def test_mmengine_runner_steps_with_last_k_blocks(tmp_path):
+    torch.manual_seed(0)
+    model = _SegmentorModel(tiny_vit(depth=DEPTH, drop_path=0.1))
+    snapshot = _Snapshot()
+    data = [dict(inputs=x[i], data_samples=y[i]) for x, y in itertools.islice(_batches(), 3) for i in range(4)]
+    runner = Runner(
+        model=model,
+        work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=data, batch_size=4, sampler=dict(type="DefaultSampler", shuffle=False),
+                              collate_fn=dict(type="default_collate")),
+        train_cfg=dict(by_epoch=False, max_iters=3),
+        optim_wrapper=seg_optim_cfg(),
+        default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=1)),
+        custom_hooks=[snapshot],
+    )
+    runner.train()
+    assert runner.iter == 3
+    assert_trained_only_trainable(model, snapshot.params, runner.optim_wrapper.optimizer, "backbone.")
+
+
+def test_mmengine_constructor_rejects_unknown_keys():
+    model = ToySegmentor(tiny_vit(depth=2))
+    cfg = seg_optim_cfg()
+    cfg["paramwise_cfg"]["layer_decay"] = 0.65
+    with pytest.raises(ValueError, match=r"unknown keys \['layer_decay'\].*layer_decay_rate"):
+        build_optim_wrapper(model, cfg)
+
+
+def test_detectron2_unknown_optimizer_is_a_clear_error():
+    cfg = det_cfg()
+    cfg.SOLVER.OPTIMIZER = "LAMB"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER is 'LAMB'; set it to 'ADAMW' or 'SGD'"):
+        build_optimizer(cfg, ToyDetector(tiny_vit(depth=2)))
