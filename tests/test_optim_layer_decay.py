@@ -6,6 +6,7 @@ import torch
 from _optim_models import ToyDetector, tiny_vit
 from timm.models.beit import Beit
 
+from mae_transfer.models import create_vit
 from mae_transfer.optim import find_backbone_prefix, get_layer_id, param_groups, param_settings
 
 
@@ -32,11 +33,22 @@ def official_mae_rule(model, weight_decay: float, layer_decay: float) -> dict[st
     return rule
 
 
+def build_vit(source: str, depth: int):
+    """timm's ViT with MAE's fine-tuning head (fc_norm + head), or ours with the preset's real depth."""
+    if source == "timm":
+        return tiny_vit(depth=depth, num_classes=10, global_pool="avg")
+    preset = {12: "vit_base_patch16", 24: "vit_large_patch16"}[depth]
+    model = create_vit(preset, embed_dim=16, num_heads=2, img_size=32, use_cls_token=True, rel_pos=None, window_size=0)
+    assert model.depth == depth
+    return model
+
+
+@pytest.mark.parametrize("source", ["timm", "mae_transfer"])
 @pytest.mark.parametrize("depth", [12, 24], ids=["vit_b", "vit_l"])
 @pytest.mark.parametrize("layer_decay", [0.65, 0.75])
-def test_every_parameter_matches_official_mae_rule(depth, layer_decay):
+def test_every_parameter_matches_official_mae_rule(source, depth, layer_decay):
     torch.manual_seed(0)
-    model = tiny_vit(depth=depth, num_classes=10, global_pool="avg")  # MAE fine-tuning head: fc_norm + head
+    model = build_vit(source, depth)
     expected = official_mae_rule(model, weight_decay=0.05, layer_decay=layer_decay)
 
     records = param_settings(model, weight_decay=0.05, layer_decay=layer_decay, backbone_prefix="")
@@ -92,6 +104,15 @@ def test_beit_tables_and_layer_scale_get_no_weight_decay():
     assert records["blocks.0.gamma_1"]["weight_decay"] == 0.0
     assert records["blocks.0.attn.q_bias"]["weight_decay"] == 0.0
     assert records["blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
+
+
+def test_our_beit_shared_table_is_top_layer_without_weight_decay():
+    """BEiT's own rule (optim_factory.get_num_layer_for_vit): 'rel_pos_bias' -> the top layer."""
+    model = create_vit("beit_base_patch16", embed_dim=16, num_heads=2, depth=3, img_size=32, rel_pos="beit_shared")
+    records = {r["name"]: r for r in param_settings(model, weight_decay=0.05, layer_decay=0.65, backbone_prefix="")}
+    shared = records["rel_pos_bias.relative_position_bias_table"]
+    assert (shared["layer_id"], shared["lr_scale"], shared["weight_decay"]) == (4, 1.0, 0.0)
+    assert records["cls_token"]["layer_id"] == 0 and records["cls_token"]["weight_decay"] == 0.0
 
 
 def test_prefix_puts_everything_outside_the_vit_on_top_and_skips_frozen():

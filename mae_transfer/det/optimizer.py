@@ -22,6 +22,21 @@ from mae_transfer.optim import apply_freeze, find_backbone_prefix, param_groups
 NECK_PREFIX = "backbone."
 
 
+def apply_cfg_freeze(cfg: CfgNode, model: torch.nn.Module) -> list[str]:
+    """Apply ``MODEL.VIT.FREEZE`` to ``model`` (idempotent); returns the frozen names."""
+    prefix = find_backbone_prefix(model)
+    return apply_freeze(model, cfg.MODEL.VIT.FREEZE, backbone_prefix=prefix, neck_prefix=NECK_PREFIX)
+
+
+def layer_decay_kwargs(cfg: CfgNode, model: torch.nn.Module) -> dict:
+    """Keyword arguments of :func:`mae_transfer.optim.param_groups` / ``param_settings`` (no base_lr)."""
+    return dict(
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        layer_decay=cfg.SOLVER.LAYER_DECAY,
+        backbone_prefix=find_backbone_prefix(model),
+    )
+
+
 def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Apply ``MODEL.VIT.FREEZE`` to ``model``, then build the optimizer over its trainable params.
 
@@ -35,14 +50,7 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         kwargs = dict(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
     else:
         raise ValueError(f"SOLVER.OPTIMIZER is {cfg.SOLVER.OPTIMIZER!r}; set it to 'ADAMW' or 'SGD'.")
-    prefix = find_backbone_prefix(model)
-    apply_freeze(model, cfg.MODEL.VIT.FREEZE, backbone_prefix=prefix, neck_prefix=NECK_PREFIX)
-    groups = param_groups(
-        model,
-        base_lr=cfg.SOLVER.BASE_LR,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        layer_decay=cfg.SOLVER.LAYER_DECAY,
-        backbone_prefix=prefix,
-    )
+    apply_cfg_freeze(cfg, model)
+    groups = param_groups(model, base_lr=cfg.SOLVER.BASE_LR, **layer_decay_kwargs(cfg, model))
     optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)
     return optimizer_cls(groups, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)

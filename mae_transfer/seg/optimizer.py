@@ -11,21 +11,55 @@ Use in an MMSeg config::
 
 ``paramwise_cfg`` keys (all optional): ``layer_decay_rate`` (1.0 = off), ``num_layers`` (ViT
 depth; inferred), ``freeze`` (see :mod:`mae_transfer.optim.partial`), ``backbone_prefix`` (path
-of the ViT, e.g. ``"backbone.vit."``; found automatically), ``neck_prefix`` (frozen by
+of the ViT, e.g. ``"backbone.net."``; found automatically), ``neck_prefix`` (frozen by
 ``linear_probe``; default ``"neck."``) and ``overrides`` (``{pattern: {"weight_decay", "lr_mult"}}``).
 
 It is registered in MMEngine's root registry, so any scope (``default_scope="mmseg"`` included)
-finds it; this module imports no MMSeg code.
+finds it; this module imports no MMSeg code. Under DistributedDataParallel the freeze policy must
+be applied before the model is wrapped: call :func:`apply_paramwise_freeze` when building it
+(``mae_transfer.seg.runner`` does); the constructor then finds nothing left to freeze.
 """
 from __future__ import annotations
 
-from torch import nn
+from typing import Mapping
+
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
+from torch import nn
 
 from mae_transfer.optim import apply_freeze, find_backbone_prefix, param_groups
 
-_KEYS = ("layer_decay_rate", "num_layers", "freeze", "backbone_prefix", "neck_prefix", "overrides")
+PARAMWISE_KEYS = ("layer_decay_rate", "num_layers", "freeze", "backbone_prefix", "neck_prefix", "overrides")
+
+
+def _checked(paramwise_cfg: Mapping | None) -> dict:
+    cfg = dict(paramwise_cfg or {})
+    unknown = set(cfg) - set(PARAMWISE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"optim_wrapper.paramwise_cfg has unknown keys {sorted(unknown)} for "
+            f"MAETransferOptimizerConstructor; valid keys: {', '.join(PARAMWISE_KEYS)}."
+        )
+    return cfg
+
+
+def apply_paramwise_freeze(model: nn.Module, paramwise_cfg: Mapping | None) -> list[str]:
+    """Apply ``paramwise_cfg.freeze`` to an (unwrapped) segmentor; returns the frozen names."""
+    cfg = _checked(paramwise_cfg)
+    prefix = cfg.get("backbone_prefix") or find_backbone_prefix(model)
+    return apply_freeze(model, cfg.get("freeze"), backbone_prefix=prefix, neck_prefix=cfg.get("neck_prefix", "neck."))
+
+
+def layer_decay_kwargs(model: nn.Module, optimizer_cfg: Mapping, paramwise_cfg: Mapping | None) -> dict:
+    """Keyword arguments of :func:`mae_transfer.optim.param_groups` / ``param_settings`` (no base_lr)."""
+    cfg = _checked(paramwise_cfg)
+    return dict(
+        weight_decay=optimizer_cfg.get("weight_decay") or 0.0,
+        layer_decay=cfg.get("layer_decay_rate", 1.0),
+        backbone_prefix=cfg.get("backbone_prefix") or find_backbone_prefix(model),
+        num_layers=cfg.get("num_layers"),
+        overrides=cfg.get("overrides"),
+    )
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="MAETransferOptimizerConstructor")
@@ -35,32 +69,18 @@ class MAETransferOptimizerConstructor(DefaultOptimWrapperConstructor):
     def __call__(self, model: nn.Module) -> OptimWrapper:
         wrapped = hasattr(model, "module")
         model = model.module if wrapped else model
-        cfg = dict(self.paramwise_cfg)
-        unknown = set(cfg) - set(_KEYS)
-        if unknown:
-            raise ValueError(
-                f"optim_wrapper.paramwise_cfg has unknown keys {sorted(unknown)} for "
-                f"MAETransferOptimizerConstructor; valid keys: {', '.join(_KEYS)}."
-            )
         if self.base_lr is None:
             raise ValueError("optim_wrapper.optimizer needs 'lr' for MAETransferOptimizerConstructor.")
-        prefix = cfg.get("backbone_prefix") or find_backbone_prefix(model)
         trainable_before = [p.requires_grad for p in model.parameters()]
-        apply_freeze(model, cfg.get("freeze"), backbone_prefix=prefix, neck_prefix=cfg.get("neck_prefix", "neck."))
+        apply_paramwise_freeze(model, self.paramwise_cfg)
         if wrapped and trainable_before != [p.requires_grad for p in model.parameters()]:
             raise RuntimeError(
-                f"paramwise_cfg.freeze={cfg.get('freeze')!r} froze parameters of a model already wrapped "
-                "for distributed training; apply the policy when the model is built "
-                "(mae_transfer.optim.apply_freeze) or set model_wrapper_cfg.find_unused_parameters=True."
+                f"paramwise_cfg.freeze={self.paramwise_cfg.get('freeze')!r} froze parameters of a model "
+                "already wrapped for distributed training; apply it when the model is built "
+                "(mae_transfer.seg.optimizer.apply_paramwise_freeze, as MAETransferRunner does)."
             )
         groups = param_groups(
-            model,
-            base_lr=self.base_lr,
-            weight_decay=self.base_wd or 0.0,
-            layer_decay=cfg.get("layer_decay_rate", 1.0),
-            backbone_prefix=prefix,
-            num_layers=cfg.get("num_layers"),
-            overrides=cfg.get("overrides"),
+            model, base_lr=self.base_lr, **layer_decay_kwargs(model, self.optimizer_cfg, self.paramwise_cfg)
         )
         optimizer = OPTIMIZERS.build({**self.optimizer_cfg, "params": groups})
         wrapper_cfg = {"type": "OptimWrapper", **self.optim_wrapper_cfg}
