@@ -13,7 +13,7 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
+import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mae_transfer.utils.fileio import atomic_write
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -65,23 +66,15 @@ def download(url: str, directory: str | os.PathLike | None = None) -> Path:
         return target
     directory.mkdir(parents=True, exist_ok=True)
     logger.info("Downloading %s to %s", url, target)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            total = 0
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                total += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
+        with urllib.request.urlopen(url, timeout=60) as response:
+            atomic_write(target, lambda out: shutil.copyfileobj(response, out, 1 << 20))
     except (urllib.error.URLError, OSError) as err:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointReadError(
             f"Could not download checkpoint {url} ({err}); check the address, or download the "
             f"file by hand and pass its local path."
         ) from err
-    logger.info("Downloaded %.1f MB", total / 1e6)
+    logger.info("Downloaded %.1f MB", target.stat().st_size / 1e6)
     return target
 
 
@@ -201,3 +194,18 @@ def read_checkpoint(source: str | os.PathLike, *, unsafe: bool = False) -> Any:
         raise CheckpointReadError(f"Checkpoint file {path} does not exist; check the path "
                                   f"(or pass an http(s) URL).")
     return _read_file(path, unsafe)
+
+
+def save_checkpoint(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                    metadata: dict[str, str] | None = None) -> Path:
+    """Write a flat state dict atomically: ``.safetensors`` (with string ``metadata``) or
+    ``{'model': tensors, 'mae_transfer': metadata}`` via ``torch.save`` for any other suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save
+        atomic_write(path, lambda f: f.write(save(tensors, metadata=dict(metadata or {}))))
+    else:
+        atomic_write(path, lambda f: torch.save({"model": tensors, "mae_transfer": dict(metadata or {})}, f))
+    return path

@@ -117,6 +117,14 @@ LAYOUTS: list[Layout] = [
            (("module.base_encoder.", VIT), ("base_encoder.", VIT),
             ("module.momentum_encoder.", _MOCO_MOMENTUM), ("momentum_encoder.", _MOCO_MOMENTUM),
             ("module.predictor.", _MOCO_PREDICTOR), ("predictor.", _MOCO_PREDICTOR))),
+    # This project's own training checkpoints (see mae_transfer/det/backbone.py, seg/backbone.py).
+    Layout("mae_transfer_det", "mae_transfer Detectron2 model (backbone.net / backbone.pyramid)",
+           _starts("backbone.pyramid.", "backbone.bottom_up.net."),
+           (("backbone.net.", VIT), ("backbone.pyramid.", PYRAMID), ("backbone.bottom_up.net.", VIT),
+            ("backbone.bottom_up.pyramid.", PYRAMID), ("", REST)), rest_reason=_D2_HEADS),
+    Layout("mae_transfer_seg", "mae_transfer MMSeg model (backbone.net / neck.pyramid)",
+           _all(_starts("backbone.net."), _starts("decode_head.")),
+           (("backbone.net.", VIT), ("neck.pyramid.", PYRAMID), ("", REST)), rest_reason=_MMSEG_HEADS),
     Layout("vitdet", "ViTDet / Detectron2 (backbone.net.* ViT, backbone.simfp_* pyramid)",
            _starts("backbone.net."),
            (("backbone.net.", VIT), ("backbone.", PYRAMID), ("", REST)), rest_reason=_D2_HEADS),
@@ -130,7 +138,7 @@ LAYOUTS: list[Layout] = [
            _all(_VIT_KEYS, _starts("decoder_"))),
     Layout("timm_vit", "DeiT / timm ViT with classifier head",
            _all(_VIT_KEYS, _starts("head", "dist_token"))),
-    Layout("mae", "ViT encoder in timm names (MAE release, headless timm/DeiT)", _VIT_KEYS),
+    Layout("mae", "ViT encoder in timm names: MAE release, or a headless timm/DeiT ViT", _VIT_KEYS),
 ]
 
 CONTAINER_KEYS = ("state_dict", "model", "module", "model_state")

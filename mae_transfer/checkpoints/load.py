@@ -78,7 +78,7 @@ def _check_fit(source: str, pairs: list[tuple[str, Tensor, Tensor]], src_blocks:
     """Raise :class:`CheckpointMismatchError` when the checkpoint does not fit the model."""
     bad = [(k, tuple(a.shape), tuple(b.shape)) for k, a, b in pairs if a.shape != b.shape]
     if bad:
-        first = "; ".join(f"{k} is {a} in the checkpoint but {b} in the model" for k, a, b in bad[:3])
+        first = "; ".join(f"{k} is {a} in the checkpoint but {b} in the model" for k, a, b in bad[:2])
         raise CheckpointMismatchError(
             f"Checkpoint {source} does not fit the model: {first} ({len(bad)} mismatching tensors in "
             f"all); it was made for another architecture or size (e.g. ViT-L weights into a ViT-B), "
@@ -119,6 +119,7 @@ def load_pretrained(
     prefix: Optional[str] = None,
     pyramid_prefix: Optional[str] = None,
     layout: Optional[str] = None,
+    name: Optional[str] = None,
 ) -> LoadReport:
     """Load a pretrained ViT checkpoint of any supported layout into ``model``.
 
@@ -130,6 +131,7 @@ def load_pretrained(
         prefix: where the ViT lives in ``model`` (e.g. ``"backbone.net."``); found when omitted.
         pyramid_prefix: where the pyramid lives; found when omitted (a ``SimplePyramid``).
         layout: force a layout name from :data:`~.layouts.LAYOUTS` instead of detecting it.
+        name: how to call the checkpoint in messages (default: the path, or "<state dict>").
 
     Returns:
         :class:`LoadReport`, also logged at INFO.
@@ -138,7 +140,7 @@ def load_pretrained(
         CheckpointMismatchError: the checkpoint is not a ViT or does not fit the model.
         CheckpointReadError / UnsafeCheckpointError: unreadable or code-running file.
     """
-    name = str(source) if not isinstance(source, Mapping) else "<state dict>"
+    name = name or (str(source) if not isinstance(source, Mapping) else "<state dict>")
     obj = source if isinstance(source, Mapping) else read_checkpoint(source, unsafe=unsafe)
     try:
         state_dict, skipped = unwrap(obj)
@@ -204,6 +206,8 @@ def _load_converted(model: nn.Module, conv: Converted, name: str, prefix: Option
         else:
             ignored[key] = conv.rest_reason
 
+    order = {k: i for i, k in enumerate(target)}
+    pairs.sort(key=lambda pair: order[pair[0]])
     _check_fit(name, pairs, _blocks(adapted.state_dict), _blocks(vit_target),
                sum(k.startswith(vit_prefix) for k in plan))
     regions_all = tuple(regions)
