@@ -33,10 +33,12 @@ def expected(name: str, shape: list[int], depth: int, decay: float, wd: float, k
 
 # (config, framework name in the header, depth, layer decay, weight decay, K of last_k_blocks or None)
 CASES = [
+    ("coco_vitb_mae_last4", "Detectron2", 12, 0.7, 0.1, 4),
     ("ade20k_vitb_mae_last4", "MMSegmentation", 12, 0.65, 0.05, 4),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config, framework, depth, decay, wd, k", CASES, ids=[c[0] for c in CASES])
 def test_inspect_tool_prints_table_and_per_parameter_json(tmp_path, config, framework, depth, decay, wd, k):
     out = tmp_path / "params.json"

@@ -157,3 +157,44 @@ def test_detectron2_unknown_optimizer_is_a_clear_error():
     cfg.SOLVER.OPTIMIZER = "LAMB"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER is 'LAMB'; set it to 'ADAMW' or 'SGD'"):
         build_optimizer(cfg, ToyDetector(tiny_vit(depth=2)))
+
+
+def test_real_detector_and_segmentor_from_shipped_configs_agree_on_the_backbone():
+    """Mask R-CNN (configs/det/demo_vit_tiny.yaml) and UperNet (configs/seg/demo_vit_tiny.py) with the
+    same ViT: every backbone parameter gets the same lr scale, weight decay and trainability."""
+    from detectron2.modeling import build_model
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from mae_transfer.det import load_config as load_det_config
+    from mae_transfer.seg.config import load_config as load_seg_config
+
+    vit = dict(rel_pos="decomposed", window_size=0, use_cls_token=False, layer_scale=None, drop_path=0.0)
+    det_cfg_ = load_det_config("demo_vit_tiny", [
+        "MODEL.DEVICE", "cpu", "MODEL.VIT.REL_POS", vit["rel_pos"], "MODEL.VIT.WINDOW_SIZE", "0",
+        "MODEL.VIT.USE_CLS_TOKEN", "False", "MODEL.VIT.LAYER_SCALE", "None", "MODEL.VIT.DROP_PATH", "0.0",
+        "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.WEIGHT_DECAY", str(WD), "SOLVER.LAYER_DECAY", str(DECAY),
+        "MODEL.VIT.FREEZE", FREEZE])
+    seg_cfg_ = load_seg_config("demo_vit_tiny", {
+        "model.backbone": {**vit, "final_norm": False},  # as the det backbone: no unused final norm
+        "optim_wrapper.optimizer.weight_decay": WD,
+        "optim_wrapper.paramwise_cfg": dict(layer_decay_rate=DECAY, freeze=FREEZE)})
+    torch.manual_seed(0)
+    det = build_model(det_cfg_)
+    init_default_scope("mmseg")
+    seg = MODELS.build(seg_cfg_.model)
+    det_opt = build_optimizer(det_cfg_, det)
+    seg_opt = build_optim_wrapper(seg, seg_cfg_.optim_wrapper).optimizer
+
+    def scaled(optimizer, model, base_lr):
+        return {name: (lr / base_lr, wd) for name, (lr, wd) in per_param(optimizer, model, "backbone.net.").items()}
+
+    det_params = scaled(det_opt, det, det_cfg_.SOLVER.BASE_LR)
+    seg_params = scaled(seg_opt, seg, seg_cfg_.optim_wrapper.optimizer.lr)
+    assert det_params.keys() == seg_params.keys()
+    for name in det_params:
+        assert det_params[name] == pytest.approx(seg_params[name], rel=1e-12), name
+    det_vit = {n[len("backbone.net."):]: p.requires_grad for n, p in det.named_parameters() if n.startswith("backbone.net.")}
+    seg_vit = {n[len("backbone.net."):]: p.requires_grad for n, p in seg.named_parameters() if n.startswith("backbone.net.")}
+    assert det_vit == seg_vit and sum(det_vit.values()) == len(det_params) < len(det_vit)
+    assert {n for n, trainable in det_vit.items() if not trainable} >= {"pos_embed", "patch_embed.proj.weight"}

@@ -3,14 +3,14 @@
 The rule is the official MAE one (``util/lr_decay.py``), which ViTDet and BEiT also use:
 
 * layer id: ``patch_embed.*``, ``cls_token``, ``pos_embed`` (and the other embedding tokens) -> 0;
-  ``blocks.{i}.*`` -> ``i + 1``; anything else (final norm, pyramid, FPN, RPN, heads) ->
-  ``num_layers + 1``, where ``num_layers`` is the number of blocks (the ViT depth);
+  ``blocks.{i}.*`` -> ``i + 1``; anything else (final norm, BEiT's shared ``rel_pos_bias``, pyramid,
+  FPN, RPN, heads) -> ``num_layers + 1``, where ``num_layers`` is the number of blocks (the depth);
 * lr scale = ``layer_decay ** (num_layers + 1 - layer_id)``, so the heads train at the base lr and
   the patch embedding at ``layer_decay ** (depth + 1)`` of it;
 * no weight decay for 1-D parameters (biases, norm weights, layer-scale gammas), the embedding
   tokens, ``pos_embed`` and relative-position tables (``rel_pos_h/w``,
-  ``relative_position_bias_table``). MAE adds only ``pos_embed``/``cls_token`` to the 1-D rule; the
-  relative-position tables only exist in ViTDet/BEiT backbones, which exclude them as well.
+  ``relative_position_bias_table``). MAE's ViT has no relative tables; timm's BEiT excludes its
+  tables too, ViTDet's configs decay ``rel_pos_h/w``: we treat all position parameters alike.
 
 A detector or segmentor keeps its ViT under a prefix (``"backbone.net."`` in Detectron2); names
 are made relative to it before the rule is applied, and parameters outside it get the top layer id.
