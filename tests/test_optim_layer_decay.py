@@ -63,7 +63,7 @@ def test_every_parameter_matches_official_mae_rule(source, depth, layer_decay):
     assert seen == {name: (scale, wd) for name, (_, scale, wd) in expected.items()}
     # identical (lr, wd) merged: one group per (layer, decay/no-decay) that occurs, as in MAE
     assert len(groups) == len({(lid, wd > 0) for lid, _, wd in expected.values()})
-    assert groups[-1]["lr_scale"] == 1.0 and groups[0]["lr_scale"] == layer_decay ** (depth + 1)
+    assert groups[0]["lr_scale"] == 1.0 and groups[-1]["lr_scale"] == layer_decay ** (depth + 1)
 
 
 def test_get_layer_id_numbers():

@@ -190,10 +190,10 @@ def param_groups(
             name exactly or the full name as a glob (``"backbone.net.blocks.0.*"``). Later keys win.
 
     Returns:
-        One dict per distinct (lr scale, weight decay), sorted by lr scale, with keys ``params``,
-        ``param_names``, ``lr`` (= base_lr * lr_scale), ``lr_scale``, ``weight_decay`` and
-        ``layer_ids``. Extra keys are ignored by torch optimizers; ``lr_scale`` is what MAE's
-        schedulers multiply by.
+        One dict per distinct (lr scale, weight decay), largest lr first (MMEngine logs the first
+        group's lr), with keys ``params``, ``param_names`` (torch's own key for parameter names),
+        ``lr`` (= base_lr * lr_scale), ``lr_scale`` (what MAE's schedulers multiply by),
+        ``weight_decay`` and ``layer_ids``.
     """
     params = dict(model.named_parameters())
     settings = param_settings(
@@ -224,4 +224,4 @@ def param_groups(
             "The model has no trainable parameter: the freeze policy froze everything; "
             "use 'full', 'last_k_blocks:K' or 'frozen_backbone' instead."
         )
-    return sorted(groups.values(), key=lambda g: (g["lr_scale"], g["weight_decay"]))
+    return sorted(groups.values(), key=lambda g: (-g["lr_scale"], g["weight_decay"]))
