@@ -1,0 +1,120 @@
+"""Pieces shared by the MAE and supervised pretraining loops: data, schedule, progress, plots."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from mae_transfer.utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files below ``folder`` (recursively), sorted; a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist; pass --data with a folder "
+                                f"of images (e.g. the built-in one: python -m mae_transfer.data).")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}; "
+                                f"pass --data with a folder that holds images.")
+    return files
+
+
+class ImageFolder(Dataset):
+    """A flat or nested folder of images without labels; returns transformed RGB tensors."""
+
+    def __init__(self, folder: str | Path, transform):
+        self.files = list_images(folder)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with Image.open(self.files[index]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def infinite_batches(dataset: Dataset, batch_size: int, seed: int,
+                     num_workers: int = 0) -> Iterator:
+    """Reshuffled epochs without end, reproducible from ``seed``; drops incomplete batches when
+    the dataset holds at least one full batch."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                        num_workers=num_workers, drop_last=len(dataset) >= batch_size)
+    while True:
+        yield from loader
+
+
+def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_lr: float = 0.0) -> float:
+    """Linear warm-up then half-cycle cosine decay, per iteration (MAE's schedule)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+class Progress:
+    """Logs ``iter i/N, loss, lr, ETA`` every ``every`` iterations (and the last one)."""
+
+    def __init__(self, total: int, every: int = 10, name: str = "train"):
+        self.total, self.every, self.name = total, max(every, 1), name
+        self.start = time.perf_counter()
+
+    def step(self, i: int, **values: float) -> None:
+        done = i + 1
+        if done % self.every and done != self.total:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (self.total - done)
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+        logger.info("%s iter %d/%d  %s  elapsed %s  eta %s", self.name, done, self.total, shown,
+                    _clock(elapsed), _clock(eta))
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def plot_curve(values: Sequence[float], path: str | Path, title: str, ylabel: str = "loss") -> None:
+    """Save a line plot of ``values`` per iteration (with a moving average) as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(values) + 1), values, lw=0.8, alpha=0.5, label="per iteration")
+    window = max(len(values) // 20, 1)
+    if window > 1:
+        smooth = torch.tensor(values).unfold(0, window, 1).mean(1).tolist()
+        ax.plot(range(window, len(values) + 1), smooth, lw=1.8, label=f"mean of {window}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
