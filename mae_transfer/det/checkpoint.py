@@ -1,0 +1,78 @@
+"""Detectron2 checkpointing with atomic writes and RNG state, so a killed run resumes cleanly."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from mae_transfer.checkpoints import read_checkpoint
+from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` with atomic writes and safe reads.
+
+    Writes go to a temporary name, are fsynced and renamed; ``last_checkpoint`` is re-pointed only
+    after the new file is complete, so ``--resume`` after a crash (even during a save) finds the
+    last complete checkpoint. Reads go through :func:`mae_transfer.checkpoints.read_checkpoint`:
+    files that would run code when unpickled are refused unless ``unsafe=True``.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, unsafe: bool = False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.unsafe = unsafe
+
+    def _load_file(self, filename: str) -> dict:
+        if filename.endswith(".pkl") and not self.unsafe:
+            read_checkpoint(filename)  # raises if the pickle needs anything but arrays and dicts
+        return super()._load_file(filename)
+
+    def _torch_load(self, f: str) -> dict:
+        return read_checkpoint(f, unsafe=self.unsafe)
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {path}")
+        atomic_torch_save(data, path)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+
+
+def get_rng_state() -> dict:
+    """Python, NumPy and torch RNG states as tensors and plain Python values.
+
+    Stored without NumPy objects so that the checkpoint still loads with ``weights_only=True``.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`get_rng_state`."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

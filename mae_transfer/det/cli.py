@@ -1,0 +1,121 @@
+"""Command line of ``tools/train_det.py``: Detectron2 ``train_net.py`` semantics on CPU or GPUs.
+
+    python tools/train_det.py --config coco_vitb_mae.yaml --num-gpus 8
+    python tools/train_det.py --config demo_vit_tiny --num-gpus 2 SOLVER.MAX_ITER 20     # CPU: 2 gloo processes
+    python tools/train_det.py --config coco_vitb_mae --eval-only MODEL.WEIGHTS out/model_final.pth --vis 8
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from detectron2.config import CfgNode
+from detectron2.engine import default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.multiprocessing import ProcessRaisedException
+
+from mae_transfer.checkpoints import CheckpointMismatchError, CheckpointReadError
+
+from .checkpoint import AtomicCheckpointer
+from .config import ConfigError, load_config, resolve_config_path
+from .data import prepare_datasets, register_coco_dataset
+from .engine import NonFiniteLossError, Trainer, summary_line
+from .visualize import save_visualizations
+
+# Problems a user can cause and fix; reported as one sentence, without a traceback.
+USER_ERRORS = (ConfigError, CheckpointReadError, CheckpointMismatchError, NonFiniteLossError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", "--config-file", dest="config", default="", metavar="FILE",
+                        help="config path, or a bare name in configs/det/ (e.g. coco_vitb_mae)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    parser.add_argument("--vis", type=int, default=0, metavar="N",
+                        help="with --eval-only: save N PNGs with predictions to OUTPUT_DIR/vis")
+    parser.add_argument("--num-gpus", type=int, default=None,
+                        help="processes per machine (default: all GPUs, or 1 on CPU; on CPU each is a gloo process)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
+    parser.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 (auto: a free local port)")
+    parser.add_argument("--register-coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT"),
+                        help="register a COCO-format dataset so DATASETS.TRAIN/TEST can name it (repeatable)")
+    parser.add_argument("--unsafe-load", action="store_true",
+                        help="allow checkpoints that run code when unpickled (trusted files only)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> CfgNode:
+    """Config file + overrides + what the machine implies (CPU: no AMP); datasets registered."""
+    for name, json_file, image_root in args.register_coco:
+        register_coco_dataset(name, json_file, image_root)
+    cfg = load_config(args.config, args.opts)
+    if args.unsafe_load:
+        cfg.MODEL.UNSAFE_LOAD = True
+    if not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        cfg.SOLVER.AMP.ENABLED = False  # Detectron2's AMP trainer needs CUDA
+    world_size = args.num_gpus * args.num_machines
+    if not args.eval_only and cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world_size} processes; "
+            f"set it to a multiple of {world_size}."
+        )
+    cfg = prepare_datasets(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def main(args: argparse.Namespace):
+    """One process's job (called once, or by ``launch`` in every process)."""
+    cfg = build_config(args)
+    args.config_file = str(resolve_config_path(args.config)) if args.config else ""
+    default_setup(cfg, args)  # log.txt, config.yaml, seeds
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mae_transfer", abbrev_name="mt")
+    try:
+        if not args.eval_only:
+            trainer = Trainer(cfg)
+            trainer.resume_or_load(resume=args.resume)
+            return trainer.train()
+        model = Trainer.build_model(cfg)
+        AtomicCheckpointer(model, cfg.OUTPUT_DIR, unsafe=cfg.MODEL.UNSAFE_LOAD).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            logging.getLogger("mae_transfer.det").info(summary_line(results, cfg.OUTPUT_DIR))
+            if args.vis and cfg.DATASETS.TEST:
+                save_visualizations(cfg, model, cfg.DATASETS.TEST[0], args.vis, os.path.join(cfg.OUTPUT_DIR, "vis"))
+        return results
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()  # gloo processes can abort at exit without this
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse, check the config in this process, then train/evaluate in 1..N processes."""
+    args = build_parser().parse_args(argv)
+    if args.num_gpus is None:
+        args.num_gpus = max(torch.cuda.device_count(), 1)
+    try:
+        if args.num_machines > 1 and args.dist_url == "auto":
+            raise ConfigError("--num-machines > 1 needs --dist-url tcp://HOST:PORT of machine 0.")
+        build_config(args)  # user errors surface here once, before any process starts
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ProcessRaisedException as err:  # a spawned process failed; show its last line
+        last = str(err).strip().splitlines()[-1]
+        if any(last.startswith(f"{cls.__module__}.{cls.__name__}:") for cls in USER_ERRORS):
+            print(f"error: {last.split(': ', 1)[1]}", file=sys.stderr)
+            return 1
+        raise
+    return 0

@@ -1,0 +1,170 @@
+"""The detection trainer: Detectron2's ``DefaultTrainer`` made to run on CPU (gloo) and GPUs (NCCL).
+
+Differences from ``DefaultTrainer``, each for a reason:
+
+* DDP is created by :func:`create_ddp_model_any_device` (Detectron2 passes ``device_ids=[rank]``,
+  which DDP rejects for CPU modules);
+* the optimizer comes from :mod:`mae_transfer.det.optimizer` (layer decay, freeze policies);
+* the train loader uses :mod:`mae_transfer.det.data` (LSJ, resumable sample order);
+* checkpoints are written atomically and carry RNG state (:mod:`mae_transfer.det.checkpoint`);
+* a non-finite loss stops all ranks with :class:`NonFiniteLossError` (iteration + loss terms)
+  before the optimizer step, so weights and the last checkpoint stay good;
+* evaluation uses COCOEvaluator and the run ends with one summary line (bbox AP, mask AP).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import weakref
+from collections import OrderedDict
+from typing import Mapping
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from mae_transfer.optim import find_backbone_prefix
+
+from . import optimizer as det_optimizer
+from .checkpoint import AtomicCheckpointer, get_rng_state, set_rng_state
+from .data import build_train_loader, prepare_datasets
+
+logger = logging.getLogger("mae_transfer.det")
+
+
+def create_ddp_model_any_device(model: torch.nn.Module) -> torch.nn.Module:
+    """Wrap ``model`` in DistributedDataParallel when there are several processes.
+
+    CUDA models get ``device_ids=[local_rank]`` (NCCL, as Detectron2 does); CPU models get
+    ``device_ids=None`` (gloo), the only form DDP accepts for CPU modules.
+    """
+    on_cuda = next(model.parameters()).is_cuda
+    device_ids = [comm.get_local_rank()] if on_cuda else None
+    return create_ddp_model(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/inf; raised on every rank before the optimizer step."""
+
+    def __init__(self, iteration: int, losses: Mapping[str, float]):
+        self.iteration, self.losses = iteration, dict(losses)
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        super().__init__(
+            f"Training stopped: non-finite loss at iteration {iteration} ({terms}; all terms: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+            + "); lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the data, then --resume."
+        )
+
+
+class _FiniteLossCheck:
+    """Mixin for Detectron2's Simple/AMP trainers: stop every rank when any loss term is non-finite."""
+
+    def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):
+        iteration = self.iter if iter is None else iter
+        local = {k: float(v.detach()) for k, v in loss_dict.items()}
+        all_losses = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+        if not all(math.isfinite(v) for losses in all_losses for v in losses.values()):
+            worst = {k: next((l[k] for l in all_losses if not math.isfinite(l[k])), local[k]) for k in local}
+            raise NonFiniteLossError(iteration, worst)
+        super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
+
+
+class _CheckedSimpleTrainer(_FiniteLossCheck, SimpleTrainer):
+    pass
+
+
+class _CheckedAMPTrainer(_FiniteLossCheck, AMPTrainer):
+    pass
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` for ViT Mask R-CNN on CPU or GPUs; see the module docstring."""
+
+    def __init__(self, cfg: CfgNode):
+        # DefaultTrainer.__init__ hard-codes a CUDA-only DDP wrapper, so the same steps are
+        # spelled out here with the device-aware one.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = prepare_datasets(self.auto_scale_workers(cfg, comm.get_world_size()))
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model_any_device(model)
+        trainer_cls = _CheckedAMPTrainer if cfg.SOLVER.AMP.ENABLED else _CheckedSimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, unsafe=cfg.MODEL.UNSAFE_LOAD,
+                                               trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Load the last checkpoint (``resume``) or ``MODEL.WEIGHTS``; on resume, continue the data order."""
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:
+            start = self.start_iter
+            self._trainer.reset_data_loader(lambda: build_train_loader(self.cfg, start_iter=start))
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["rng"] = get_rng_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "rng" in state_dict:
+            set_rng_state(state_dict["rng"])
+
+    def train(self) -> OrderedDict | None:
+        """Train, evaluate at the end, and log one summary line with bbox and mask AP."""
+        results = super().train()
+        results = getattr(self, "_last_eval_results", results)
+        if comm.is_main_process() and results:
+            logger.info(summary_line(results, self.cfg.OUTPUT_DIR))
+        return results
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Layer decay + freeze policy for ViT backbones; Detectron2's own optimizer for CNNs."""
+        if not _has_vit(model):
+            return super().build_optimizer(cfg, model)
+        return det_optimizer.build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
+        return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+
+def _has_vit(model: torch.nn.Module) -> bool:
+    try:
+        find_backbone_prefix(model)
+    except ValueError:
+        return False
+    return True
+
+
+def summary_line(results: Mapping, output_dir: str = "") -> str:
+    """``"Final: <dataset> bbox AP 50.30, mask AP 44.90 (output: DIR)"`` from evaluation results.
+
+    ``results`` is a dataset's result dict (``{"bbox": {"AP": ...}, "segm": {...}}``) or a dict of
+    those keyed by dataset name, as ``DefaultTrainer.test`` returns.
+    """
+    per_dataset = results if results and "bbox" not in results else {"": results}
+    parts = []
+    for name, res in per_dataset.items():
+        box = res.get("bbox", {}).get("AP", float("nan"))
+        mask = res.get("segm", {}).get("AP", float("nan"))
+        parts.append(f"{name + ' ' if name else ''}bbox AP {box:.2f}, mask AP {mask:.2f}")
+    return "Final: " + "; ".join(parts) + (f" (output: {output_dir})" if output_dir else "")
