@@ -108,7 +108,7 @@ def test_masking_keeps_rounded_count_per_sample(num_patches, ratio):
 @pytest.mark.parametrize("norm_pix", [True, False])
 def test_loss_is_mse_over_masked_patches_only(norm_pix):
     torch.manual_seed(0)
-    model = create_mae("mae_vit_tiny_patch16", norm_pix_loss=norm_pix, **TINY).eval()
+    model = create_mae("mae_vit_tiny_patch16", norm_pix_loss=norm_pix, depth=2, **TINY).eval()
     imgs = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         loss, pred, mask = model(imgs)
@@ -141,8 +141,8 @@ def test_parameter_names_and_shapes_match_official_base():
 @pytest.mark.parametrize("norm_pix", [True, False])
 def test_forward_matches_official_with_same_weights(norm_pix):
     torch.manual_seed(0)
-    ours = create_mae("mae_vit_tiny_patch16", norm_pix_loss=norm_pix, **TINY).eval()
-    official = OfficialMAE(64, 16, 192, 12, 3, 128, 2, 4, norm_pix).eval()
+    ours = create_mae("mae_vit_tiny_patch16", norm_pix_loss=norm_pix, depth=4, **TINY).eval()
+    official = OfficialMAE(64, 16, 192, 4, 3, 128, 2, 4, norm_pix).eval()
     official.load_state_dict(ours.state_dict(), strict=True)
     assert torch.allclose(ours.pos_embed[0].double(), torch.from_numpy(official_sincos(192, 4)), atol=1e-6)
     imgs, noise = torch.randn(3, 3, 64, 64), torch.rand(3, 16)
@@ -195,3 +195,40 @@ def test_checkpoint_has_official_layout(pretrained):
     assert ckpt["iteration"] == 24 and ckpt["args"]["model"] == "mae_vit_tiny_patch16"
     official = OfficialMAE(64, 16, 192, 12, 3, 128, 2, 4, True)
     official.load_state_dict(ckpt["model"], strict=True)  # what the official code would do
+
+
+def _assert_clean(report, model_prefix, model, ckpt):
+    assert not report.unexplained and not report.unexpected
+    assert not [k for k in report.ignored if not k.startswith(("decoder_", "mask_token", "<"))
+                and k not in ("cls_token", "pos_embed", "norm.weight", "norm.bias")]
+    state = model.state_dict()
+    for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias"):
+        assert torch.equal(state[model_prefix + key], ckpt["model"][key])
+
+
+def test_checkpoint_loads_into_det_and_seg_backbones(pretrained):
+    from mae_transfer.checkpoints import load_pretrained
+    from mae_transfer.det.backbone import ViTSimplePyramid
+    from mae_transfer.seg.backbone import MAETransferViT
+
+    path = pretrained[0] / "checkpoint-last.pth"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    vitdet = create_vit("vit_tiny_patch16", img_size=128, window_size=4, global_blocks=(2, 5, 8, 11),
+                        rel_pos="decomposed", use_cls_token=False, final_norm=False)
+    det = ViTSimplePyramid(vitdet, out_channels=32)
+    report = load_pretrained(det, path, prefix="net.")
+    assert report.layout == "mae_pretrain"
+    _assert_clean(report, "net.", det, ckpt)
+    assert set(report.resized) == {"net.pos_embed"}  # 4x4 pretraining grid -> the ViT's 14x14
+    assert {k.split(".")[-1] for k in report.missing} == {"rel_pos_h", "rel_pos_w"}  # zero-init
+
+    seg = MAETransferViT(arch="vit_tiny_patch16", img_size=64, pretrained=str(path), rel_pos="beit")
+    seg.init_weights()
+    report = load_pretrained(seg.net, path)
+    _assert_clean(report, "", seg.net, ckpt)
+    assert {k.split(".")[-1] for k in report.missing} == {"relative_position_bias_table"}
+    with torch.no_grad():
+        maps = seg(torch.randn(1, 3, 64, 64))
+        pyramid = det(torch.randn(1, 3, 128, 128))
+    assert [m.shape for m in maps] == [(1, 192, 4, 4)] * 4
+    assert pyramid["p2"].shape == (1, 32, 32, 32)
