@@ -31,6 +31,7 @@ __all__ = [
     "beit_bias",
     "window_partition",
     "window_unpartition",
+    "window_unpartition_heads",
     "decomposed_rel_terms",
 ]
 
@@ -66,6 +67,19 @@ def window_unpartition(
     if hp > h or wp > w:
         x = x[:, :h, :w]
     return x
+
+
+def window_unpartition_heads(
+    out: torch.Tensor, window: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> torch.Tensor:
+    """Per-window, per-head attention output ``(B * nW, heads, ws*ws, d)`` -> ``(B, H, W, heads*d)``
+    (padding cut), with a single copy."""
+    hp, wp = padded_hw
+    h, w = hw
+    _, heads, _, d = out.shape
+    x = out.view(-1, hp // window, wp // window, heads, window, window, d)
+    x = x.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, hp, wp, heads * d)
+    return x[:, :h, :w] if (hp > h or wp > w) else x
 
 
 def decomposed_rel_terms(
@@ -163,7 +177,8 @@ class RelativePositionBias(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over a grid of tokens (optionally with cls token in front)."""
+    """Multi-head self-attention over a grid of tokens: global (optionally with a cls token in
+    front) or in non-overlapping windows (ViTDet)."""
 
     def __init__(
         self,
@@ -173,6 +188,7 @@ class Attention(nn.Module):
         qv_bias: bool = False,
         rel_pos: Optional[str] = None,
         input_size: Optional[Size2] = None,
+        window_size: int = 0,
     ):
         """
         Args:
@@ -184,20 +200,26 @@ class Attention(nn.Module):
             rel_pos: ``None``, ``"decomposed"`` (ViTDet ``rel_pos_h``/``rel_pos_w``, zero init) or
                 ``"beit"`` (per-block ``relative_position_bias_table``, zero init). A shared BEiT
                 bias is owned by the model and passed to :meth:`forward`.
-            input_size: attention grid ``(h, w)`` the relative tables are sized for: the window
-                for window blocks, the patch grid of ``img_size`` for global blocks.
+            input_size: patch grid ``(h, w)`` that sizes the relative tables of global attention
+                (window attention sizes them from the window).
+            window_size: window side; 0 = global attention. Grids that are not a multiple of the
+                window are padded at the bottom/right with zero tokens, as Detectron2's ViTDet
+                (zeros after ``norm1``, so padded keys/values equal the ``qkv`` bias).
         """
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}.")
         if rel_pos not in (None, "decomposed", "beit"):
             raise ValueError(f"rel_pos must be None, 'decomposed' or 'beit', got {rel_pos!r}.")
+        if window_size > 0:
+            input_size = (window_size, window_size)
         if rel_pos is not None and input_size is None:
             raise ValueError("input_size is required to size relative position tables.")
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
         self.rel_pos = rel_pos
+        self.window_size = window_size
         self.input_size = to_2tuple(input_size) if input_size is not None else None
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias and not qv_bias)
@@ -223,33 +245,21 @@ class Attention(nn.Module):
                 persistent=False,
             )
 
-    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+    def _qkv_bias(self) -> Optional[torch.Tensor]:
         if self.q_bias is None:
-            return self.qkv(x)
-        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
-        return F.linear(x, self.qkv.weight, bias)
+            return self.qkv.bias
+        return torch.cat((self.q_bias, self.k_bias, self.v_bias))
 
-    def forward(
+    def _attend(
         self,
-        x: torch.Tensor,
+        qkv: torch.Tensor,
         hw: Tuple[int, int],
-        num_prefix_tokens: int = 0,
-        shared_bias: Optional[torch.Tensor] = None,
+        num_prefix_tokens: int,
+        shared_bias: Optional[torch.Tensor],
     ) -> torch.Tensor:
-        """
-        Args:
-            x: ``(B, P + h*w, C)`` tokens, ``P = num_prefix_tokens`` cls tokens first.
-            hw: the grid ``(h, w)``.
-            num_prefix_tokens: ``P``.
-            shared_bias: optional ``(1, heads, P + h*w, P + h*w)`` bias from a shared BEiT table.
-
-        Returns:
-            ``(B, P + h*w, C)``.
-        """
-        b, n, c = x.shape
-        qkv = self._qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, N, d) each
-
+        """``qkv`` ``(B, P + h*w, 3C)`` -> attention output ``(B, heads, P + h*w, d)``."""
+        b, n, c3 = qkv.shape
+        q, k, v = qkv.view(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         bias = shared_bias
         rel_h = rel_w = None
         if self.rel_pos == "decomposed":
@@ -265,7 +275,40 @@ class Attention(nn.Module):
                 num_prefix_tokens,
             ).to(q.dtype)
             bias = own if bias is None else bias + own
+        return attention(q, k, v, bias=bias, rel_h=rel_h, rel_w=rel_w, scale=self.scale)
 
-        x = attention(q, k, v, bias=bias, rel_h=rel_h, rel_w=rel_w, scale=self.scale)
-        x = x.transpose(1, 2).reshape(b, n, c)
-        return self.proj(x)
+    def forward(
+        self,
+        x: torch.Tensor,
+        hw: Tuple[int, int],
+        num_prefix_tokens: int = 0,
+        shared_bias: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            x: ``(B, P + h*w, C)`` tokens, ``P = num_prefix_tokens`` cls tokens first.
+            hw: the grid ``(h, w)``.
+            num_prefix_tokens: ``P`` (global attention only).
+            shared_bias: optional ``(1, heads, P + h*w, P + h*w)`` bias from a shared BEiT table
+                (global attention only).
+
+        Returns:
+            ``(B, P + h*w, C)``.
+        """
+        b, n, c = x.shape
+        ws = self.window_size
+        if ws <= 0:
+            out = self._attend(F.linear(x, self.qkv.weight, self._qkv_bias()), hw, num_prefix_tokens,
+                               shared_bias)  # fmt: skip
+            return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        if num_prefix_tokens or shared_bias is not None:
+            raise ValueError("window attention supports neither cls tokens nor a shared bias.")
+        # Project before padding (fewer tokens); a zero token projects to the bias, added after.
+        qkv = F.linear(x, self.qkv.weight).view(b, hw[0], hw[1], 3 * c)
+        windows, padded_hw = window_partition(qkv, ws)
+        qkv_bias = self._qkv_bias()
+        if qkv_bias is not None:
+            windows = windows.add_(qkv_bias)
+        out = self._attend(windows, (ws, ws), 0, None)  # (B * nW, heads, ws*ws, d)
+        out = window_unpartition_heads(out, ws, padded_hw, hw)  # (B, h, w, C)
+        return self.proj(out.reshape(b, n, c))

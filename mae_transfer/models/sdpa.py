@@ -1,18 +1,31 @@
 """Scaled dot-product attention with an additive position bias.
 
 ``attention(q, k, v, bias=..., rel_h=..., rel_w=...)`` computes
-``softmax(q k^T * scale + bias + rel_h[..., :, None] + rel_w[..., None, :]) v`` through
-``F.scaled_dot_product_attention`` (the bias goes in as ``attn_mask``).
+``softmax(q k^T * scale + bias + rel_h[..., :, None] + rel_w[..., None, :]) v``.
+
+- On CUDA the summed bias goes to ``F.scaled_dot_product_attention`` as its ``attn_mask``; the
+  memory-efficient kernel also returns the bias gradient.
+- On CPU PyTorch's fused (flash) kernel accepts a bias but cannot differentiate it, and falls back
+  to the unfused path (all attention matrices kept for backward) as soon as the bias needs a
+  gradient — which it always does when relative position tables are trained. :class:`_CpuBiasedSDPA`
+  keeps the fused kernel for the forward (it saves only the outputs and the log-sum-exp), never
+  keeps an ``(N, N)`` tensor between forward and backward, and recomputes the attention
+  probabilities block by block in backward to get the gradients of ``q, k, v`` and of the bias
+  terms. Both passes work on blocks of at most ``_BLOCK_ELEMENTS`` attention logits, so at 1024x1024
+  a ViT-B global block never holds its full ``12 x 4096 x 4096`` bias.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["attention", "expand_decomposed"]
+
+# Attention logits handled at once by the CPU path (64 MiB in float32).
+_BLOCK_ELEMENTS = 1 << 24
 
 
 def expand_decomposed(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
@@ -21,6 +34,100 @@ def expand_decomposed(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
     # contiguous factors make the broadcast sum contiguous, so the final reshape is a view
     bias = rel_h.contiguous().unsqueeze(-1) + rel_w.contiguous().unsqueeze(-2)
     return bias.view(b, n, h * w, h * w)
+
+
+def _blocks(batch: int, heads: int, n: int) -> Iterator[Tuple[slice, slice]]:
+    """(batch slice, head slice) pairs covering ``(batch, heads)`` with at most
+    ``_BLOCK_ELEMENTS`` logits ``n x n`` per block."""
+    per_head = n * n
+    if heads * per_head <= _BLOCK_ELEMENTS:
+        step = max(1, _BLOCK_ELEMENTS // (heads * per_head))
+        for b0 in range(0, batch, step):
+            yield slice(b0, min(batch, b0 + step)), slice(0, heads)
+    else:
+        step = max(1, _BLOCK_ELEMENTS // per_head)
+        for b0 in range(batch):
+            for h0 in range(0, heads, step):
+                yield slice(b0, b0 + 1), slice(h0, min(heads, h0 + step))
+
+
+def _bias_index(bias: torch.Tensor, bs: slice, hs: slice) -> Tuple[slice, slice]:
+    """Index of a block in a bias that may broadcast over batch and/or heads."""
+    return (bs if bias.shape[0] > 1 else slice(None), hs if bias.shape[1] > 1 else slice(None))
+
+
+def _bias_block(
+    rel_h: Optional[torch.Tensor],
+    rel_w: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
+    bs: slice,
+    hs: slice,
+) -> torch.Tensor:
+    """The summed bias of one block, ``(b, h, N, N)`` (or a broadcastable view of ``bias``)."""
+    out = None
+    if rel_h is not None:
+        out = expand_decomposed(rel_h[bs, hs], rel_w[bs, hs])
+    if bias is not None:
+        part = bias[_bias_index(bias, bs, hs)]
+        out = part if out is None else out.add_(part)
+    return out
+
+
+class _CpuBiasedSDPA(torch.autograd.Function):
+    """Fused-kernel forward, blockwise recomputing backward (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, rel_h, rel_w, bias, scale):
+        batch, heads, n, _ = q.shape
+        out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
+        lse = None
+        for bs, hs in _blocks(batch, heads, n):
+            mask = _bias_block(rel_h, rel_w, bias, bs, hs)
+            o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[bs, hs], k[bs, hs], v[bs, hs], 0.0, False, attn_mask=mask.to(q.dtype), scale=scale
+            )
+            out[bs, hs] = o
+            if lse is None:
+                lse = l.new_empty((batch, heads, n))
+            lse[bs, hs] = l
+        ctx.save_for_backward(q, k, v, out, lse, rel_h, rel_w, bias)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, rel_h, rel_w, bias = ctx.saved_tensors
+        scale = ctx.scale
+        need_rel = rel_h is not None and (ctx.needs_input_grad[3] or ctx.needs_input_grad[4])
+        need_bias = bias is not None and ctx.needs_input_grad[5]
+        batch, heads, n, _ = q.shape
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        d_rel_h = torch.empty_like(rel_h) if need_rel else None
+        d_rel_w = torch.empty_like(rel_w) if need_rel else None
+        d_bias = torch.zeros_like(bias) if need_bias else None
+        delta = (grad_out * out).sum(-1, keepdim=True)  # (B, heads, N, 1)
+        for bs, hs in _blocks(batch, heads, n):
+            qb, kb, vb, gb = q[bs, hs], k[bs, hs], v[bs, hs], grad_out[bs, hs]
+            # probabilities p = exp(q k^T * scale + bias - lse), recomputed
+            p = torch.matmul(qb, kb.transpose(-1, -2)).mul_(scale)
+            p.add_(_bias_block(rel_h, rel_w, bias, bs, hs))
+            p.sub_(lse[bs, hs].unsqueeze(-1).to(p.dtype)).exp_()
+            dv[bs, hs] = torch.matmul(p.transpose(-1, -2), gb)
+            # d logits = p * (grad_out v^T - rowsum(grad_out * out))
+            ds = torch.matmul(gb, vb.transpose(-1, -2)).sub_(delta[bs, hs]).mul_(p)
+            del p
+            dq[bs, hs] = torch.matmul(ds, kb).mul_(scale)
+            dk[bs, hs] = torch.matmul(ds.transpose(-1, -2), qb).mul_(scale)
+            if need_rel:
+                b_, h_, hh, ww, _ = rel_h[bs, hs].shape
+                grid = ds.view(b_, h_, hh, ww, hh, ww)
+                d_rel_h[bs, hs] = grid.sum(-1)
+                d_rel_w[bs, hs] = grid.sum(-2)
+            if need_bias:
+                part = ds.sum(0, keepdim=True) if bias.shape[0] == 1 else ds
+                part = part.sum(1, keepdim=True) if bias.shape[1] == 1 else part
+                d_bias[_bias_index(bias, bs, hs)] += part
+        return dq, dk, dv, d_rel_h, d_rel_w, d_bias, None
 
 
 def attention(
@@ -36,19 +143,21 @@ def attention(
     """Attention of ``q, k, v`` ``(B, heads, N, d)`` with optional additive biases.
 
     Args:
-        bias: broadcastable to ``(B, heads, N, N)`` (e.g. a BEiT bias ``(1, heads, N, N)``).
-        rel_h, rel_w: decomposed terms from
-            :func:`mae_transfer.models.attention.decomposed_rel_terms`.
+        bias: ``(1 | B, 1 | heads, N, N)``, e.g. a BEiT bias ``(1, heads, N, N)``.
+        rel_h, rel_w: decomposed terms ``(B, heads, h, w, h)`` / ``(B, heads, h, w, w)`` from
+            :func:`mae_transfer.models.attention.decomposed_rel_terms` (``N = h*w``).
         scale: logit scale for ``q k^T`` (default ``d ** -0.5``); biases are not scaled.
 
     Returns:
         ``(B, heads, N, d)``.
     """
-    mask = None
-    if rel_h is not None:
-        mask = expand_decomposed(rel_h, rel_w)
-        if bias is not None:
-            mask = mask + bias
-    elif bias is not None:
-        mask = bias
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    if rel_h is None and bias is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if bias is not None and bias.dim() != 4:
+        raise ValueError(f"bias must be 4-d (1|B, 1|heads, N, N), got shape {tuple(bias.shape)}.")
+    if q.device.type == "cpu":
+        if scale is None:
+            scale = q.shape[-1] ** -0.5
+        return _CpuBiasedSDPA.apply(q, k, v, rel_h, rel_w, bias, scale)
+    mask = _bias_block(rel_h, rel_w, bias, slice(None), slice(None))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=scale)

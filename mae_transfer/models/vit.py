@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .attention import Attention, RelativePositionBias, window_partition, window_unpartition
+from .attention import Attention, RelativePositionBias
 from .pos_embed import Size2, resize_abs_pos_embed, to_2tuple
 
 __all__ = ["VisionTransformer", "Block", "PRESETS", "create_vit", "vitdet_global_blocks"]
@@ -107,7 +107,6 @@ class Block(nn.Module):
             layer_scale: initial value of the BEiT/CaiT ``gamma_1``/``gamma_2``; None = off.
         """
         super().__init__()
-        self.window_size = window_size
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(
             dim,
@@ -115,7 +114,8 @@ class Block(nn.Module):
             qkv_bias=qkv_bias,
             qv_bias=qv_bias,
             rel_pos=rel_pos,
-            input_size=(window_size, window_size) if window_size > 0 else input_size,
+            input_size=input_size,
+            window_size=window_size,
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -126,19 +126,6 @@ class Block(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
-    def _attend(
-        self, x: torch.Tensor, hw: Tuple[int, int], num_prefix: int, shared_bias: Optional[torch.Tensor]
-    ) -> torch.Tensor:
-        x = self.norm1(x)
-        if self.window_size <= 0:
-            return self.attn(x, hw, num_prefix, shared_bias)
-        if num_prefix or shared_bias is not None:
-            raise ValueError("window attention supports neither cls tokens nor a shared bias.")
-        ws = self.window_size
-        windows, padded_hw = window_partition(x.view(x.shape[0], hw[0], hw[1], -1), ws)
-        windows = self.attn(windows, (ws, ws))
-        return window_unpartition(windows, ws, padded_hw, hw).flatten(1, 2)
-
     def forward(
         self,
         x: torch.Tensor,
@@ -147,7 +134,7 @@ class Block(nn.Module):
         shared_bias: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """``(B, P + h*w, C) -> (B, P + h*w, C)``; ``hw`` is the token grid, ``P = num_prefix``."""
-        y = self._attend(x, hw, num_prefix, shared_bias)
+        y = self.attn(self.norm1(x), hw, num_prefix, shared_bias)
         if self.gamma_1 is not None:
             y = self.gamma_1 * y
         x = x + self.drop_path(y)
