@@ -1,0 +1,235 @@
+"""Loading and adjusting MMSeg configs: bare names, checked ``--cfg-options``, a user's dataset, AMP."""
+from __future__ import annotations
+
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mmengine.config import Config, ConfigDict
+from mmengine.runner import Runner
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "seg"
+ADE_SPLITS = ("training", "validation")
+# Top-level keys the Runner understands even when a config does not set them.
+RUNNER_KEYS = set(inspect.signature(Runner.__init__).parameters) | {
+    "launcher", "runner_type", "custom_imports", "find_unused_parameters", "sync_bn",
+    "auto_scale_lr", "unsafe_load", "model_wrapper_cfg", "resume", "load_from", "work_dir"}
+
+
+class ConfigError(ValueError):
+    """A user error in a config, a config override or a dataset path."""
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A config file path, or a bare name (``ade20k_vitb_mae``) resolved in ``configs/seg/``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = CONFIG_DIR / (path.name if path.suffix == ".py" else f"{path.name}.py")
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+    close = difflib.get_close_matches(path.stem, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; shipped configs: {', '.join(known)}"
+    raise ConfigError(f"Config {name_or_path} not found as a file or in {CONFIG_DIR}{hint}.")
+
+
+def _registered_class(type_name: Any) -> type | None:
+    from mmseg.registry import DATASETS, HOOKS, MODELS, OPTIM_WRAPPERS, OPTIMIZERS, PARAM_SCHEDULERS, TRANSFORMS
+    if not isinstance(type_name, str):
+        return type_name if inspect.isclass(type_name) else None
+    for registry in (MODELS, DATASETS, TRANSFORMS, HOOKS, OPTIMIZERS, OPTIM_WRAPPERS, PARAM_SCHEDULERS):
+        cls = registry.get(type_name)
+        if cls is not None:
+            return cls
+    return None
+
+
+def _constructor_args(cls: type) -> tuple[set[str], bool]:
+    """Keyword arguments accepted by ``cls`` (following ``**kwargs`` up the MRO); open-ended flag.
+
+    A class that forwards ``**kwargs`` elsewhere declares its keys with a ``config_keys()`` classmethod.
+    """
+    if hasattr(cls, "config_keys"):
+        return set(cls.config_keys()), False
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}, False
+    return names - {"self"}, True
+
+
+def _known_keys(node: Mapping, at_top: bool) -> tuple[set[str], bool]:
+    keys = set(node)
+    if at_top:
+        return keys | RUNNER_KEYS, False
+    cls = _registered_class(node.get("type"))
+    if cls is None:
+        return keys, "type" in node  # an unregistered type: cannot tell, accept
+    accepted, open_ended = _constructor_args(cls)
+    return keys | accepted, open_ended
+
+
+def check_overrides(cfg: Config, options: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first override key that neither exists in ``cfg``
+    nor is an argument of the component it configures (with the closest existing key)."""
+    for dotted in options:
+        node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "the top level"
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--cfg-options key '{dotted}': {where} is a list of {len(node)}; "
+                                      f"'{part}' is not a valid index.")
+                node = node[int(part)]
+                continue
+            if not isinstance(node, Mapping):
+                break  # replacing a scalar by a dict/value below it: the value decides
+            known, open_ended = _known_keys(node, at_top=depth == 0)
+            if part not in known and not open_ended:
+                close = difflib.get_close_matches(part, sorted(known), n=1)
+                hint = f"did you mean '{'.'.join(parts[:depth] + close)}'?" if close else \
+                    "check the spelling against the config file."
+                raise ConfigError(f"Unknown --cfg-options key '{dotted}': '{part}' is not a key of {where}; {hint}")
+            if part not in node:
+                break
+            node = node[part]
+
+
+def load_config(name_or_path: str, cfg_options: Mapping[str, Any] | None = None) -> Config:
+    """Read a config (path or bare name) and apply checked ``--cfg-options`` overrides."""
+    cfg = Config.fromfile(str(resolve_config(name_or_path)))
+    if cfg_options:
+        check_overrides(cfg, cfg_options)
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """One class name per non-empty line (label 1 = first line; label 0 is 'unlabelled')."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Class list {path} does not exist; give a text file with one class name per line.")
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise ConfigError(f"Class list {path} is empty; write one class name per line (label 1 first).")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Class list {path} repeats a name; class names must be unique.")
+    return names
+
+
+def _image_suffix(image_dir: Path) -> str:
+    suffixes = {p.suffix.lower() for p in image_dir.iterdir() if p.is_file()}
+    for suffix in (".jpg", ".png", ".jpeg"):
+        if suffix in suffixes:
+            return suffix
+    raise ConfigError(f"No .jpg/.png images in {image_dir}; put the images there (ADE20K layout).")
+
+
+def use_ade_layout_dataset(cfg: Config, data_root: str | Path, class_names: Sequence[str]) -> None:
+    """Point every dataloader at an ADE20K-layout folder with ``class_names`` and size the heads.
+
+    Layout: ``images/{training,validation}/*.jpg`` and ``annotations/{training,validation}/*.png``,
+    label 0 = unlabelled (ignored, ``reduce_zero_label``), labels 1..N = ``class_names``.
+    """
+    root = Path(data_root)
+    for kind in ("images", "annotations"):
+        for split in ADE_SPLITS:
+            if not (root / kind / split).is_dir():
+                raise ConfigError(f"Dataset folder {root / kind / split} is missing; --data-root must "
+                                  "hold images/ and annotations/ with training/ and validation/ (ADE20K layout).")
+    suffix = _image_suffix(root / "images" / "training")
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        loader = cfg.get(key)
+        if loader is None:
+            continue
+        dataset = loader.dataset
+        dataset.type = "BaseSegDataset"
+        dataset.data_root = str(root)
+        dataset.metainfo = dict(classes=tuple(class_names))
+        dataset.reduce_zero_label = True
+        dataset.img_suffix = suffix
+        dataset.seg_map_suffix = ".png"
+    for head_key in ("decode_head", "auxiliary_head"):
+        heads = cfg.model.get(head_key)
+        for head in heads if isinstance(heads, list) else [heads] if heads else []:
+            head.num_classes = len(class_names)
+
+
+def apply_builtin_dataset(cfg: Config) -> None:
+    """For configs with ``builtin_dataset = 'builtin_ade'``: generate it if needed and use it."""
+    name = cfg.get("builtin_dataset")
+    if not name:
+        return
+    from mae_transfer.data import builtin_dataset
+
+    dataset = builtin_dataset(name, **dict(cfg.get("builtin_dataset_args") or {}))
+    use_ade_layout_dataset(cfg, dataset.root, dataset.class_names)
+
+
+def enable_amp(cfg: Config) -> None:
+    """``--amp``: switch the optimizer wrapper to AmpOptimWrapper with a dynamic loss scale."""
+    if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
+        return
+    cfg.optim_wrapper.type = "AmpOptimWrapper"
+    cfg.optim_wrapper.loss_scale = "dynamic"
+
+
+def enable_visualization(cfg: Config, show_dir: str | Path, interval: int = 1) -> None:
+    """Draw predictions beside ground truth (MMSeg's SegLocalVisualizer) as PNGs under ``show_dir``."""
+    cfg.default_hooks.visualization = ConfigDict(type="SegVisualizationHook", draw=True, interval=interval)
+    cfg.visualizer = ConfigDict(type="SegLocalVisualizer", name="visualizer", save_dir=str(show_dir),
+                                vis_backends=[dict(type="LocalVisBackend")])
+
+
+def check_dataset_paths(cfg: Config, loader_keys: Sequence[str]) -> None:
+    """Fail early, naming the folder, when a dataloader's image or annotation folder is missing."""
+    for key in loader_keys:
+        dataset = (cfg.get(key) or {}).get("dataset") or {}
+        root = Path(dataset.get("data_root") or "")
+        for prefix in (dataset.get("data_prefix") or {}).values():
+            folder = root / prefix
+            if not folder.is_dir():
+                raise ConfigError(f"Dataset folder {folder} ({key}) does not exist; put ADE20K in "
+                                  "data/ade/ADEChallengeData2016 (see README) or pass --data-root DIR "
+                                  "--classes FILE for your own data.")
+
+
+def prepare_config(config: str, *, cfg_options: Mapping[str, Any] | None = None, launcher: str = "none",
+                   work_dir: str | None = None, data_root: str | None = None, classes: str | None = None,
+                   amp: bool = False, resume: bool = False, eval_only: str | None = None,
+                   show_dir: str | None = None, unsafe_load: bool = False) -> Config:
+    """The config of one run, from ``tools/train_seg.py``'s arguments (see its ``--help``)."""
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    if (data_root is None) != (classes is None):
+        raise ConfigError("--data-root and --classes go together: the folder (ADE20K layout) and a "
+                          "text file with one class name per line.")
+    if data_root is not None:
+        use_ade_layout_dataset(cfg, data_root, read_class_names(classes))
+    else:
+        apply_builtin_dataset(cfg)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(cfg.filename).stem)
+    if amp:
+        enable_amp(cfg)
+    if unsafe_load:
+        cfg.unsafe_load = True
+    if show_dir:
+        enable_visualization(cfg, show_dir)
+    if eval_only:
+        cfg.load_from, cfg.resume = eval_only, False
+        check_dataset_paths(cfg, ["test_dataloader"])
+        return cfg
+    check_dataset_paths(cfg, ["train_dataloader", "val_dataloader"])
+    if resume:
+        from .runner import find_last_checkpoint
+
+        last = find_last_checkpoint(cfg.work_dir)
+        cfg.load_from, cfg.resume = (str(last), True) if last else (cfg.get("load_from"), False)
+    return cfg
