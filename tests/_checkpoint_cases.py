@@ -17,7 +17,14 @@ import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
 from mae_transfer.models import SimplePyramid, create_vit
 
 EMBED, HEADS, DEPTH = 192, 3, 2
+IMG = 112  # 7x7 patch grid keeps the forward passes cheap
 TINY = dict(embed_dim=EMBED, depth=DEPTH, num_heads=HEADS)
+
+
+def vit(name: str = "vit_tiny_patch16", **kw) -> nn.Module:
+    """Our ViT at the test geometry (depth 2, 112x112 input, pos_embed for a 7x7 grid)."""
+    size = dict(img_size=IMG, pretrain_img_size=IMG)
+    return create_vit(name, **{**(TINY if name.startswith("beit") else dict(depth=DEPTH)), **size, **kw})
 
 
 @dataclass
@@ -41,7 +48,7 @@ def perturb(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
-def image(size=224, seed=1) -> torch.Tensor:
+def image(size=IMG, seed=1) -> torch.Tensor:
     sizes = (size, size) if isinstance(size, int) else size
     return torch.randn(1, 3, *sizes, generator=torch.Generator().manual_seed(seed))
 
@@ -58,8 +65,9 @@ def token_map(model, x):
 
 
 @torch.no_grad()
-def timm_vit(model_name="vit_tiny_patch16_224", seed=0, **kw) -> nn.Module:
-    return perturb(timm.create_model(model_name, pretrained=False, depth=DEPTH, num_classes=5, **kw), seed)
+def timm_vit(model_name="vit_tiny_patch16_224", seed=0, img_size=IMG, **kw) -> nn.Module:
+    model = timm.create_model(model_name, pretrained=False, depth=DEPTH, num_classes=5, img_size=img_size, **kw)
+    return perturb(model, seed)
 
 
 def mae_decoder_keys(embed: int = EMBED, dec: int = 64, depth: int = 1, patch: int = 16) -> dict:
@@ -69,7 +77,7 @@ def mae_decoder_keys(embed: int = EMBED, dec: int = 64, depth: int = 1, patch: i
              "decoder_norm": nn.LayerNorm(dec), "decoder_pred": nn.Linear(dec, patch * patch * 3)}
     out = {f"{name}.{k}": v for name, m in parts.items() for k, v in m.state_dict().items()}
     out["mask_token"] = torch.zeros(1, 1, dec)
-    out["decoder_pos_embed"] = torch.zeros(1, 197, dec)
+    out["decoder_pos_embed"] = torch.zeros(1, 1 + (IMG // patch) ** 2, dec)
     return out
 
 
@@ -79,14 +87,14 @@ def mae_decoder_keys(embed: int = EMBED, dec: int = 64, depth: int = 1, patch: i
 @torch.no_grad()
 def case_timm_vit() -> Case:
     src, x = timm_vit(), image()
-    return Case(src.state_dict(), lambda: create_vit("vit_tiny_patch16", depth=DEPTH), "timm_vit",
+    return Case(src.state_dict(), vit, "timm_vit",
                 ("classification",), src.forward_features(x), tokens, x)
 
 
 @torch.no_grad()
 def case_deit_distilled() -> Case:
-    src = perturb(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=DEPTH))
-    return Case({"model": src.state_dict()}, lambda: create_vit("vit_tiny_patch16", depth=DEPTH),
+    src = perturb(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=DEPTH, img_size=IMG))
+    return Case({"model": src.state_dict()}, vit,
                 "timm_vit", ("distillation token", "classification"))
 
 
@@ -94,7 +102,7 @@ def case_deit_distilled() -> Case:
 def case_mae() -> Case:
     src, x = timm_vit(), image()
     sd = {k: v for k, v in src.state_dict().items() if not k.startswith("head")}
-    return Case({"model": sd}, lambda: create_vit("vit_tiny_patch16", depth=DEPTH), "mae", (),
+    return Case({"model": sd}, vit, "mae", (),
                 src.forward_features(x), tokens, x)
 
 
@@ -103,7 +111,7 @@ def case_mae_pretrain() -> Case:
     src, x = timm_vit(), image()
     sd = {k: v for k, v in src.state_dict().items() if not k.startswith("head")}
     sd.update(mae_decoder_keys())
-    return Case({"model": sd}, lambda: create_vit("vit_tiny_patch16", depth=DEPTH), "mae_pretrain",
+    return Case({"model": sd}, vit, "mae_pretrain",
                 ("MAE decoder", "mask token"), src.forward_features(x), tokens, x)
 
 
@@ -118,7 +126,7 @@ def case_moco_v3() -> Case:
         sd.update({prefix + "head." + k: v for k, v in projector.state_dict().items()})
     sd.update({"module.predictor." + k: v for k, v in predictor.state_dict().items()})
     ckpt = {"epoch": 300, "arch": "vit_base", "state_dict": sd}
-    return Case(ckpt, lambda: create_vit("vit_tiny_patch16", depth=DEPTH), "moco_v3",
+    return Case(ckpt, vit, "moco_v3",
                 ("momentum encoder", "predictor", "projection head"), base.forward_features(x), tokens, x)
 
 
@@ -127,6 +135,7 @@ def case_moco_v3() -> Case:
 
 def timm_beit(shared: bool, global_pool: str, seed=0) -> nn.Module:
     model = timm.create_model("beit_base_patch16_224", pretrained=False, num_classes=5, global_pool=global_pool,
+                              img_size=IMG,
                               use_shared_rel_pos_bias=shared, use_rel_pos_bias=not shared, **TINY)
     return perturb(model, seed)
 
@@ -135,24 +144,24 @@ def timm_beit(shared: bool, global_pool: str, seed=0) -> nn.Module:
 def case_beit_unilm_shared() -> Case:
     src, x = timm_beit(shared=True, global_pool="token"), image()
     sd = {k: v for k, v in src.state_dict().items() if not k.startswith("head")}
-    sd["rel_pos_bias.relative_position_index"] = torch.zeros(197, 197, dtype=torch.long)
+    sd["rel_pos_bias.relative_position_index"] = torch.zeros(50, 50, dtype=torch.long)
     sd["mask_token"] = torch.zeros(1, 1, EMBED)
     sd["lm_head.weight"], sd["lm_head.bias"] = torch.zeros(8192, EMBED), torch.zeros(8192)
-    return Case({"model": sd}, lambda: create_vit("beit_base_patch16", **TINY), "beit",
+    return Case({"model": sd}, lambda: vit("beit_base_patch16"), "beit",
                 ("BEiT pretraining head", "mask token", "index buffer"), src.forward_features(x), tokens, x)
 
 
 @torch.no_grad()
 def case_beit_timm() -> Case:
     src, x = timm_beit(shared=False, global_pool="avg"), image()
-    return Case(src.state_dict(), lambda: create_vit("beit_base_patch16", final_norm=False, **TINY), "beit",
+    return Case(src.state_dict(), lambda: vit("beit_base_patch16", final_norm=False), "beit",
                 ("mean-pooling", "classification"), src.forward_features(x), tokens, x)
 
 
 # ----------------------------------------------------------------------------------------------
 # Detectron2 ViTDet (backbone.net.* + backbone.simfp_*) and this project's own det checkpoint
 
-VITDET_SIZE, VITDET_WINDOW = 256, 8
+VITDET_SIZE, VITDET_WINDOW = 128, 4
 
 
 def d2_vitdet(seed=0, img_size=VITDET_SIZE):
@@ -221,18 +230,17 @@ def _mmseg_ckpt(backbone: nn.Module, prefix: str = "backbone.") -> dict:
 def case_mmseg(kind: str, prefix: str = "backbone.") -> Case:
     from mmseg.models.backbones import BEiT, MAE, VisionTransformer
 
-    common = dict(img_size=224, patch_size=16, embed_dims=EMBED, num_layers=DEPTH, num_heads=HEADS,
+    common = dict(img_size=IMG, patch_size=16, embed_dims=EMBED, num_layers=DEPTH, num_heads=HEADS,
                   final_norm=True)
     if kind == "vit":
         src = VisionTransformer(with_cls_token=True, **common)
-        ours = lambda: create_vit("vit_tiny_patch16", depth=DEPTH, norm_eps=1e-5)  # noqa: E731
+        ours = lambda: vit(norm_eps=1e-5)  # noqa: E731
     elif kind == "mae":
         src = MAE(init_values=0.1, **common)
-        ours = lambda: create_vit("vit_tiny_patch16", depth=DEPTH, rel_pos="beit", layer_scale=0.1,  # noqa: E731
-                                  norm_eps=1e-5)
+        ours = lambda: vit(rel_pos="beit", layer_scale=0.1, norm_eps=1e-5)  # noqa: E731
     else:
         src = BEiT(init_values=0.1, qv_bias=True, **common)
-        ours = lambda: create_vit("beit_base_patch16", norm_eps=1e-5, **TINY)  # noqa: E731
+        ours = lambda: vit("beit_base_patch16", norm_eps=1e-5)  # noqa: E731
     src, x = perturb(src), image()
     ignored = ("MMSeg decode",) if prefix else ()
     if kind != "vit":
@@ -248,7 +256,7 @@ def case_mae_transfer_seg() -> Case:
         def __init__(self):
             super().__init__()
             self.backbone = nn.Module()
-            self.backbone.net = create_vit("vit_tiny_patch16", depth=4, out_indices=(0, 1, 2, 3))
+            self.backbone.net = vit(depth=4, out_indices=(0, 1, 2, 3))
             self.neck = nn.Module()
             self.neck.pyramid = MultiLevelPyramid(in_channels=EMBED, norm="LN")
             self.decode_head = nn.Conv2d(EMBED, 4, 1)

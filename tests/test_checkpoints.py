@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from _checkpoint_cases import (
-    CASES, DEPTH, EMBED, TINY, VITDET_SIZE, d2_vitdet, flat_state_dict, image, our_vitdet, timm_beit, timm_vit,
+    CASES, DEPTH, EMBED, IMG, d2_vitdet, flat_state_dict, image, our_vitdet, timm_beit, timm_vit, vit,
 )
 from mae_transfer.checkpoints import CheckpointMismatchError, convert_to_vit, detect_layout, load_pretrained, unwrap
 from mae_transfer.models import create_vit
@@ -37,8 +37,10 @@ def save(case, tmp_path, fmt):
     return path
 
 
-@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
-@pytest.mark.parametrize("name", list(CASES))
+SAFETENSORS_CASES = ("timm_vit", "beit_unilm_shared", "vitdet", "mmseg_mae")
+
+
+@pytest.mark.parametrize("name, fmt", [(n, "pth") for n in CASES] + [(n, "safetensors") for n in SAFETENSORS_CASES])
 def test_layout_loads_and_matches_source(name, fmt, tmp_path):
     case = build(name)
     model = case.make_model().eval()
@@ -59,8 +61,7 @@ def test_layout_loads_and_matches_source(name, fmt, tmp_path):
 
 def test_mae_pretrain_report_is_compact_and_dict_like(caplog):
     case = build("mae_pretrain")
-    model = create_vit("vit_tiny_patch16", depth=DEPTH, img_size=256, window_size=8, global_blocks=(1,),
-                       rel_pos="decomposed", use_cls_token=False)
+    model = vit(img_size=128, window_size=4, global_blocks=(1,), rel_pos="decomposed", use_cls_token=False)
     with caplog.at_level(logging.INFO, logger="mae_transfer"):
         report = load_pretrained(model, case.checkpoint)
     assert set(report) == {"loaded", "missing", "unexpected", "resized", "ignored"}
@@ -75,7 +76,7 @@ def test_mae_pretrain_report_is_compact_and_dict_like(caplog):
 
 
 def test_pos_embed_resized_14_to_64_matches_bicubic():
-    src = timm_vit()
+    src = timm_vit(img_size=224)
     model = create_vit("vit_tiny_patch16", depth=DEPTH, pretrain_img_size=1024)
     report = load_pretrained(model, {"model": src.state_dict()})
     assert report["resized"]["pos_embed"] == ((1, 197, EMBED), (1, 1 + 64 * 64, EMBED))
@@ -91,16 +92,16 @@ def test_pos_embed_resized_14_to_64_matches_bicubic():
 
 def test_pos_embed_prefix_entries_follow_the_model():
     distilled = build("deit_distilled").checkpoint["model"]
-    with_cls = create_vit("vit_tiny_patch16", depth=DEPTH)
+    with_cls = vit()
     load_pretrained(with_cls, distilled)  # (cls, dist, grid) -> (cls, grid)
     expected = torch.cat([distilled["pos_embed"][:, :1], distilled["pos_embed"][:, 2:]], 1)
     assert torch.equal(with_cls.pos_embed.detach(), expected)
 
     src = timm_vit().state_dict()
-    no_cls = create_vit("vit_tiny_patch16", depth=DEPTH, use_cls_token=False, pretrain_use_cls_token=False)
+    no_cls = vit(use_cls_token=False, pretrain_use_cls_token=False)
     report = load_pretrained(no_cls, src)  # cls entry dropped
     assert torch.equal(no_cls.pos_embed.detach(), src["pos_embed"][:, 1:])
-    assert report["resized"]["pos_embed"] == ((1, 197, EMBED), (1, 196, EMBED))
+    assert report["resized"]["pos_embed"] == ((1, 50, EMBED), (1, 49, EMBED))
 
     src_no_cls = dict(src, pos_embed=src["pos_embed"][:, 1:])
     load_pretrained(with_cls, src_no_cls)  # cls entry added as zeros
@@ -111,24 +112,24 @@ def test_pos_embed_prefix_entries_follow_the_model():
 def test_decomposed_rel_pos_resized_linearly():
     sfp = d2_vitdet()
     sd = {"backbone." + k: v for k, v in sfp.state_dict().items()}
-    model = our_vitdet(img_size=320)
+    model = our_vitdet(img_size=160)
     report = load_pretrained(model, {"model": sd})
-    old = sd["backbone.net.blocks.1.attn.rel_pos_h"]  # global block: 2 * 16 - 1 rows
-    assert report["resized"]["net.blocks.1.attn.rel_pos_h"] == ((31, EMBED // 3), (39, EMBED // 3))
-    expected = F.interpolate(old.T[None], size=39, mode="linear", align_corners=False)[0].T
+    old = sd["backbone.net.blocks.1.attn.rel_pos_h"]  # global block: 2 * 8 - 1 rows
+    assert report["resized"]["net.blocks.1.attn.rel_pos_h"] == ((15, EMBED // 3), (19, EMBED // 3))
+    expected = F.interpolate(old.T[None], size=19, mode="linear", align_corners=False)[0].T
     torch.testing.assert_close(model.net.blocks[1].attn.rel_pos_h.detach(), expected)
-    assert "net.blocks.0.attn.rel_pos_h" not in report["resized"]  # window block: same 8x8 window
+    assert "net.blocks.0.attn.rel_pos_h" not in report["resized"]  # window block: same 4x4 window
 
 
 def test_beit_table_resized_bicubic_with_cls_entries_kept():
     src = timm_beit(shared=False, global_pool="avg").state_dict()
-    model = create_vit("beit_base_patch16", img_size=256, final_norm=False, **TINY)
+    model = vit("beit_base_patch16", img_size=128, final_norm=False)  # window 7 -> 8
     report = load_pretrained(model, src)
     key = "blocks.0.attn.relative_position_bias_table"
-    assert report["resized"][key] == ((27 * 27 + 3, 3), (31 * 31 + 3, 3))
+    assert report["resized"][key] == ((13 * 13 + 3, 3), (15 * 15 + 3, 3))
     old, new = src[key], model.blocks[0].attn.relative_position_bias_table.detach()
-    grid = old[:-3].T.reshape(1, 3, 27, 27)
-    expected = F.interpolate(grid, size=(31, 31), mode="bicubic", align_corners=False).reshape(3, -1).T
+    grid = old[:-3].T.reshape(1, 3, 13, 13)
+    expected = F.interpolate(grid, size=(15, 15), mode="bicubic", align_corners=False).reshape(3, -1).T
     torch.testing.assert_close(new[:-3], expected)
     assert torch.equal(new[-3:], old[-3:])
 
@@ -136,19 +137,18 @@ def test_beit_table_resized_bicubic_with_cls_entries_kept():
 def test_beit_into_qkv_bias_model_and_vit_into_qv_bias_model():
     beit = timm_beit(shared=False, global_pool="avg")
     x = image()
-    plain = create_vit("vit_tiny_patch16", depth=DEPTH, rel_pos="beit", layer_scale=0.1, use_abs_pos=False,
-                       final_norm=False).eval()
+    plain = vit(rel_pos="beit", layer_scale=0.1, use_abs_pos=False, final_norm=False).eval()
     report = load_pretrained(plain, beit.state_dict())
     assert report.unexplained == [] and any("merged into attn.qkv.bias" in n for n in report.notes)
     with torch.no_grad():
         torch.testing.assert_close(plain.forward_features(x), beit.forward_features(x), atol=1e-4, rtol=0)
 
-    vit = timm_vit()
-    qv = create_vit("vit_tiny_patch16", depth=DEPTH, qkv_bias=False, qv_bias=True).eval()
-    report = load_pretrained(qv, vit.state_dict())
+    src = timm_vit()
+    qv = vit(qkv_bias=False, qv_bias=True).eval()
+    report = load_pretrained(qv, src.state_dict())
     assert report.unexplained == [] and any("k bias dropped" in n for n in report.notes)
     with torch.no_grad():
-        torch.testing.assert_close(qv.forward_features(x), vit.forward_features(x), atol=1e-4, rtol=0)
+        torch.testing.assert_close(qv.forward_features(x), src.forward_features(x), atol=1e-4, rtol=0)
 
 
 def test_whole_model_takes_head_weights_with_matching_names_and_shapes():
@@ -176,7 +176,7 @@ def test_resnet_state_dict_is_rejected_in_one_sentence():
     import torchvision
 
     with pytest.raises(CheckpointMismatchError, match=r"not a ViT checkpoint .*first keys: conv1\.weight"):
-        load_pretrained(create_vit("vit_tiny_patch16", depth=DEPTH), torchvision.models.resnet18().state_dict())
+        load_pretrained(vit(), torchvision.models.resnet18().state_dict())
 
 
 def test_vit_large_into_vit_base_names_first_mismatches():
@@ -192,9 +192,9 @@ def test_vit_large_into_vit_base_names_first_mismatches():
 
 def test_depth_mismatch_and_strict_mode():
     with pytest.raises(CheckpointMismatchError, match="has 2 transformer blocks but the model has 3"):
-        load_pretrained(create_vit("vit_tiny_patch16", depth=3), timm_vit().state_dict())
+        load_pretrained(vit(depth=3), timm_vit().state_dict())
     mmseg_mae = build("mmseg_mae").checkpoint  # layer scale + relative bias tables
-    no_layer_scale = create_vit("vit_tiny_patch16", depth=DEPTH, rel_pos="beit")
+    no_layer_scale = vit(rel_pos="beit")
     report = load_pretrained(no_layer_scale, mmseg_mae)
     assert sorted(report["unexpected"]) == [f"blocks.{i}.gamma_{j}" for i in range(DEPTH) for j in (1, 2)]
     with pytest.raises(CheckpointMismatchError, match="strict=True"):
