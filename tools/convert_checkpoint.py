@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch import nn  # noqa: E402
 
 from mae_transfer.checkpoints import (  # noqa: E402
-    CheckpointReadError, convert_state_dict, load_pretrained, read_checkpoint, save_checkpoint, unwrap,
+    CheckpointReadError, convert_checkpoint, load_pretrained, read_checkpoint, save_checkpoint,
 )
 from mae_transfer.models import PRESETS, SimplePyramid, create_vit  # noqa: E402
 from mae_transfer.utils.logger import setup_logging  # noqa: E402
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     setup_logging(logging.WARNING)
     try:
         checkpoint = read_checkpoint(args.src, unsafe=args.unsafe_load)
-        converted = convert_state_dict(unwrap(checkpoint)[0])
+        converted = convert_checkpoint(checkpoint, name=args.src)
         model = vit = create_vit(args.model, **model_kwargs(args))
         if "simfp_4.0.weight" in converted.pyramid:
             model = Backbone(vit, converted.pyramid)

@@ -110,6 +110,26 @@ def _explain_missing(missing: list[str], vit_prefix: str, buffers: set[str]) -> 
     return explained
 
 
+def convert_checkpoint(checkpoint: Mapping[str, Any], layout: Optional[str] = None,
+                       name: str = "<state dict>") -> Converted:
+    """Unwrap, detect (or force ``layout``) and convert a loaded checkpoint object; container
+    entries that are not weights (optimizer, epoch, meta) are listed as ignored.
+
+    Raises:
+        CheckpointMismatchError: not a ViT checkpoint in a known layout.
+    """
+    try:
+        state_dict, skipped = unwrap(checkpoint)
+        forced = next((row for row in LAYOUTS if row.name == layout), None) if layout else None
+        if layout and forced is None:
+            raise UnknownLayoutError(f"unknown layout '{layout}' (known: {sorted({r.name for r in LAYOUTS})})")
+        converted = convert_state_dict(state_dict, forced)
+    except UnknownLayoutError as err:
+        raise CheckpointMismatchError(f"Checkpoint {name} is not a ViT checkpoint in a known layout: {err}.") from None
+    converted.ignored.update(skipped)
+    return converted
+
+
 def load_pretrained(
     model: nn.Module,
     source: str | os.PathLike | Mapping[str, Any],
@@ -142,15 +162,7 @@ def load_pretrained(
     """
     name = name or (str(source) if not isinstance(source, Mapping) else "<state dict>")
     obj = source if isinstance(source, Mapping) else read_checkpoint(source, unsafe=unsafe)
-    try:
-        state_dict, skipped = unwrap(obj)
-        forced = next((l for l in LAYOUTS if l.name == layout), None) if layout else None
-        if layout and forced is None:
-            raise UnknownLayoutError(f"unknown layout '{layout}' (known: {sorted({l.name for l in LAYOUTS})})")
-        converted = convert_state_dict(state_dict, forced)
-    except UnknownLayoutError as err:
-        raise CheckpointMismatchError(f"Checkpoint {name} is not a ViT checkpoint in a known layout: {err}.") from None
-    converted.ignored.update(skipped)
+    converted = convert_checkpoint(obj, layout=layout, name=name)
     report = _load_converted(model, converted, name, prefix, pyramid_prefix)
     logger.info("%s", report.summary())
     if strict and report.unexplained:
