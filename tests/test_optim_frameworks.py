@@ -155,3 +155,21 @@ def test_real_detector_and_segmentor_from_shipped_configs_agree_on_the_backbone(
     seg_vit = {n[len("backbone.net."):]: p.requires_grad for n, p in seg.named_parameters() if n.startswith("backbone.net.")}
     assert det_vit == seg_vit and sum(det_vit.values()) == len(det_params) < len(det_vit)
     assert {n for n, trainable in det_vit.items() if not trainable} >= {"pos_embed", "patch_embed.proj.weight"}
+
+
+def test_mmengine_constructor_refuses_to_freeze_an_already_wrapped_model():
+    """DDP records which parameters need gradients when it wraps: freezing later must be an error."""
+    from mae_transfer.seg.optimizer import apply_paramwise_freeze
+
+    class Wrapper(torch.nn.Module):  # what the constructor sees of MMDistributedDataParallel
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    seg = ToySegmentor(tiny_vit(depth=DEPTH))
+    with pytest.raises(RuntimeError, match="already wrapped for distributed training"):
+        build_optim_wrapper(Wrapper(seg), seg_optim_cfg())
+    seg = ToySegmentor(tiny_vit(depth=DEPTH))
+    apply_paramwise_freeze(seg, seg_optim_cfg()["paramwise_cfg"])  # at model build, as MAETransferRunner does
+    optimizer = build_optim_wrapper(Wrapper(seg), seg_optim_cfg()).optimizer
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in seg.parameters())
