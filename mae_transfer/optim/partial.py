@@ -5,8 +5,8 @@ Policies (a string such as ``"last_k_blocks:4"`` or a one-key dict such as ``{"l
 * ``full``: nothing is frozen (the default).
 * ``last_k_blocks:K``: the ViT's patch embedding, cls token, position embeddings and every block
   before the last K are frozen, i.e. every backbone parameter whose layer id (see
-  :mod:`mae_transfer.optim.layer_decay`) is <= depth - K. The ViT's final norm (layer id depth + 1)
-  stays trainable, as in MAE's partial fine-tuning (Fig. 9: last K blocks + norm + head).
+  :mod:`mae_transfer.optim.layer_decay`) is <= depth - K (MAE paper Fig. 9). The ViT's final
+  norm, if it has one, sits after the last block (layer id depth + 1) and trains with the heads.
 * ``frozen_backbone``: the whole ViT is frozen; the pyramid (neck) and the heads train.
 * ``linear_probe``: the ViT and the pyramid are frozen; only the task heads train (RPN and ROI
   heads in Detectron2, decode/auxiliary heads in MMSeg). There is no single linear layer in a
