@@ -18,8 +18,8 @@ from mae_transfer.models.mae import MaskedAutoencoderViT, create_mae, patchify, 
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Progress, cosine_lr, infinite_batches,
-                     plot_curve, set_lr)
+from .common import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Progress, build_optimizer, cosine_lr,
+                     infinite_batches, plot_curve, set_lr)
 
 logger = get_logger(__name__)
 
@@ -62,18 +62,6 @@ def eval_transform(img_size: int) -> transforms.Compose:
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
-
-
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW(0.9, 0.95) without weight decay on biases, norms, tokens (official ``param_groups_weight_decay``)."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), foreach=True)
 
 
 def pretrain_mae(cfg: MAEPretrainConfig) -> dict:
