@@ -92,6 +92,23 @@ def case_timm_vit() -> Case:
 
 
 @torch.no_grad()
+def case_timm_vit_ddp() -> Case:
+    src, x = timm_vit(), image()
+    sd = {"module." + k: v for k, v in src.state_dict().items()}
+    return Case({"model": sd, "epoch": 1}, vit, "timm_vit_ddp", ("classification",), src.forward_features(x),
+                tokens, x)
+
+
+@torch.no_grad()
+def case_deit3() -> Case:
+    """DeiT III: LayerScale as ls1/ls2.gamma, pos_embed without a cls entry."""
+    src = perturb(timm.create_model("deit3_small_patch16_224", pretrained=False, depth=DEPTH, img_size=IMG))
+    x = image()
+    return Case({"model": src.state_dict()}, lambda: vit("vit_small_patch16", layer_scale=1e-5), "timm_vit",
+                ("classification",), src.forward_features(x), tokens, x)
+
+
+@torch.no_grad()
 def case_deit_distilled() -> Case:
     src = perturb(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=DEPTH, img_size=IMG))
     return Case({"model": src.state_dict()}, vit,
@@ -271,6 +288,8 @@ def case_mae_transfer_seg() -> Case:
 
 CASES: dict[str, Callable[[], Case]] = {
     "timm_vit": case_timm_vit,
+    "timm_vit_ddp": case_timm_vit_ddp,
+    "deit3": case_deit3,
     "deit_distilled": case_deit_distilled,
     "mae": case_mae,
     "mae_pretrain": case_mae_pretrain,

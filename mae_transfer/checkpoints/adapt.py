@@ -48,7 +48,7 @@ def adapt_vit(src: Mapping[str, Tensor], target: Mapping[str, Tensor],
         want = target.get(key)
         if want is None or want.shape == value.shape:
             continue
-        new = _resize(key, value, want, vit)
+        new = _resize(key, value, want, vit, out.notes)
         if new is not None and new.shape == want.shape:
             out.state_dict[key] = new
             out.resized[key] = (tuple(value.shape), tuple(new.shape))
@@ -95,9 +95,9 @@ def _convert_qkv_bias(out: Adapted, target: Mapping[str, Tensor]) -> None:
                          f"(k bias dropped: softmax ignores it)")
 
 
-def _resize(key: str, value: Tensor, want: Tensor, vit: Optional[nn.Module]) -> Optional[Tensor]:
+def _resize(key: str, value: Tensor, want: Tensor, vit: Optional[nn.Module], notes: list[str]) -> Optional[Tensor]:
     if key == "pos_embed" and value.dim() == 3 and value.shape[-1] == want.shape[-1]:
-        return _resize_pos_embed(value, want, vit)
+        return _resize_pos_embed(value, want, vit, notes)
     if key.endswith((".rel_pos_h", ".rel_pos_w")) and value.shape[1:] == want.shape[1:]:
         return resize_rel_pos(value, want.shape[0])
     if key.endswith("relative_position_bias_table") and value.shape[1:] == want.shape[1:]:
@@ -128,7 +128,7 @@ def _target_pos_grid(want: Tensor, vit: Optional[nn.Module]) -> Optional[tuple[i
     return _square_grid(length, ((prefix,) if prefix is not None else ()) + (1, 0, 2))
 
 
-def _resize_pos_embed(value: Tensor, want: Tensor, vit: Optional[nn.Module]) -> Optional[Tensor]:
+def _resize_pos_embed(value: Tensor, want: Tensor, vit: Optional[nn.Module], notes: list[str]) -> Optional[Tensor]:
     """Bicubic resize of the grid part; prefix (cls) entries kept, dropped or zero-filled to
     match the target's count (DeiT's dist entry is the second one and is dropped first)."""
     src, dst = _square_grid(value.shape[1], (1, 0, 2)), _target_pos_grid(want, vit)
@@ -141,6 +141,7 @@ def _resize_pos_embed(value: Tensor, want: Tensor, vit: Optional[nn.Module]) -> 
         prefix = prefix[:, :dst_prefix]
     else:
         prefix = torch.cat([prefix, value.new_zeros(1, dst_prefix - src_prefix, value.shape[2])], 1)
+        notes.append("pos_embed: the checkpoint has no class-token entry (e.g. DeiT III); set to zero")
     return torch.cat([prefix, grid], dim=1)
 
 

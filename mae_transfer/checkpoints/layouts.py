@@ -138,6 +138,8 @@ LAYOUTS: list[Layout] = [
            _all(_VIT_KEYS, _starts("decoder_"))),
     Layout("timm_vit", "DeiT / timm ViT with classifier head",
            _all(_VIT_KEYS, _starts("head", "dist_token"))),
+    Layout("timm_vit_ddp", "timm-name ViT saved from DistributedDataParallel (module.*)",
+           _starts("module.blocks.0.attn."), (("module.", VIT),)),
     Layout("mae", "ViT encoder in timm names: MAE release, or a headless timm/DeiT ViT", _VIT_KEYS),
 ]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import torch
@@ -173,67 +174,79 @@ def load_pretrained(
     return report
 
 
+@dataclass
+class _Plan:
+    """Tensors to load (model key -> tensor) and the bookkeeping for the report."""
+
+    target: Mapping[str, Tensor]
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    checked: list[str] = field(default_factory=list)  # keys whose shapes must match
+    unexpected: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+
+    def place(self, key: str, value: Tensor, unused_reason: Optional[str] = None) -> None:
+        if key in self.target:
+            self.tensors[key] = value
+            self.checked.append(key)
+        elif unused_reason:
+            self.ignored[key] = unused_reason
+        else:
+            self.unexpected.append(key)
+
+    def mismatches(self) -> list[tuple[str, Tensor, Tensor]]:
+        order = {k: i for i, k in enumerate(self.target)}
+        return [(k, self.tensors[k], self.target[k]) for k in sorted(self.checked, key=order.__getitem__)]
+
+
+def _unused_reason(vit_key: str) -> Optional[str]:
+    return next((reason for pattern, reason in EXPECTED_UNUSED if re.search(pattern, vit_key)), None)
+
+
 def _load_converted(model: nn.Module, conv: Converted, name: str, prefix: Optional[str],
                     pyramid_prefix: Optional[str]) -> LoadReport:
     vit_prefix = _find_prefix(model, prefix, _is_vit, "ViT")
     if vit_prefix is None:
-        raise ValueError(f"Found no ViT (a module with patch_embed and blocks) in {type(model).__name__}; pass prefix=.")
+        raise ValueError(f"Found no ViT (a module with patch_embed and blocks) in {type(model).__name__}; "
+                         f"pass prefix= to say where it is.")
     pyr_prefix = _find_prefix(model, pyramid_prefix, _is_pyramid, "pyramid")
-    target = model.state_dict()
-    vit_module = model.get_submodule(vit_prefix.rstrip(".")) if vit_prefix else model
-    vit_target = _sub(target, vit_prefix)
-    adapted = adapt_vit(conv.vit, vit_target, vit_module)
-
-    plan: dict[str, Tensor] = {}
-    ignored = dict(conv.ignored)
-    pairs: list[tuple[str, Tensor, Tensor]] = []
-    unexpected: list[str] = []
+    plan = _Plan(model.state_dict(), ignored=dict(conv.ignored))
+    vit_target = _sub(plan.target, vit_prefix)
+    adapted = adapt_vit(conv.vit, vit_target, model.get_submodule(vit_prefix.rstrip(".")))
     for key, value in adapted.state_dict.items():
-        full = vit_prefix + key
-        if full in target:
-            pairs.append((full, value, target[full]))
-            plan[full] = value
-        elif reason := next((r for p, r in EXPECTED_UNUSED if re.search(p, key)), None):
-            ignored[key] = reason
-        else:
-            unexpected.append(full)
+        plan.place(vit_prefix + key, value, _unused_reason(key))
     regions = [vit_prefix]
-    if conv.pyramid:
-        if pyr_prefix is None:
-            ignored.update({"pyramid." + k: "pyramid weights; the model has no SimplePyramid" for k in conv.pyramid})
-        else:
-            regions.append(pyr_prefix)
-            for key, value in conv.pyramid.items():
-                full = pyr_prefix + key
-                if full in target:
-                    pairs.append((full, value, target[full]))
-                    plan[full] = value
-                else:
-                    unexpected.append(full)
-    for key, value in conv.rest.items():
-        if key in target and target[key].shape == value.shape and not key.startswith(tuple(regions)):
-            plan[key] = value
-        elif key in target:
-            ignored[key] = f"shape {tuple(value.shape)} differs from the model's {tuple(target[key].shape)}"
-        else:
-            ignored[key] = conv.rest_reason
+    if conv.pyramid and pyr_prefix is None:
+        plan.ignored.update({f"pyramid.{k}": "pyramid weights; the model has no pyramid" for k in conv.pyramid})
+    elif conv.pyramid:
+        regions.append(pyr_prefix)
+        for key, value in conv.pyramid.items():
+            plan.place(pyr_prefix + key, value)
+    _place_rest(plan, conv, tuple(regions))
+    _check_fit(name, plan.mismatches(), _blocks(adapted.state_dict), _blocks(vit_target),
+               sum(k.startswith(vit_prefix) for k in plan.tensors))
 
-    order = {k: i for i, k in enumerate(target)}
-    pairs.sort(key=lambda pair: order[pair[0]])
-    _check_fit(name, pairs, _blocks(adapted.state_dict), _blocks(vit_target),
-               sum(k.startswith(vit_prefix) for k in plan))
-    regions_all = tuple(regions)
-    missing = [k for k in target if k.startswith(regions_all) and k not in plan]
-    buffers = {n for n, _ in model.named_buffers()}
-    explained = _explain_missing(missing, vit_prefix, buffers)
+    missing = [k for k in plan.target if k.startswith(tuple(regions)) and k not in plan.tensors]
+    explained = _explain_missing(missing, vit_prefix, {n for n, _ in model.named_buffers()})
     with torch.no_grad():
-        model.load_state_dict(plan, strict=False)
+        model.load_state_dict(plan.tensors, strict=False)
         params = dict(model.named_parameters())
         for key, (_, zero) in explained.items():
             if zero and key in params:
                 params[key].zero_()
-    resized = {vit_prefix + k: v for k, v in adapted.resized.items()}
-    return LoadReport(name, conv.layout, conv.description, loaded=list(plan), missing=missing,
-                      unexpected=unexpected, resized=resized, ignored=ignored,
-                      explained={k: r for k, (r, _) in explained.items()},
-                      notes=conv.notes + adapted.notes)
+    return LoadReport(name, conv.layout, conv.description, loaded=list(plan.tensors), missing=missing,
+                      unexpected=plan.unexpected, ignored=plan.ignored,
+                      resized={vit_prefix + k: v for k, v in adapted.resized.items()},
+                      explained={k: r for k, (r, _) in explained.items()}, notes=conv.notes + adapted.notes)
+
+
+def _place_rest(plan: _Plan, conv: Converted, regions: tuple[str, ...]) -> None:
+    """Other parts of a whole model (detector/segmentor heads) load where the model has the same
+    name and shape outside the ViT/pyramid; otherwise they are ignored with the reason."""
+    for key, value in conv.rest.items():
+        want = plan.target.get(key)
+        if want is not None and want.shape == value.shape and not key.startswith(regions):
+            plan.tensors[key] = value
+        elif want is not None:
+            plan.ignored[key] = f"shape {tuple(value.shape)} differs from the model's {tuple(want.shape)}"
+        else:
+            plan.ignored[key] = conv.rest_reason
