@@ -257,7 +257,7 @@ class VisionTransformer(nn.Module):
         )
 
         block_rel_pos = None if rel_pos == "beit_shared" else rel_pos
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,
