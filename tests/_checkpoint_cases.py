@@ -222,14 +222,28 @@ def case_vitdet() -> Case:
                 lambda m, x: torch.cat([m.net.forward_maps(x)[-1].flatten(), pyramid_stack(m(x))]), x)
 
 
+class OurMultiLevelDetector(nn.Module):
+    """Parameter names of mae_transfer's MAE-paper detector: backbone.bottom_up.{net,pyramid}, FPN."""
+
+    def __init__(self):
+        from mae_transfer.models import MultiLevelPyramid
+
+        super().__init__()
+        self.backbone = nn.Module()
+        self.backbone.bottom_up = VitWithPyramid(vit(depth=4, out_indices=(0, 1, 2, 3)),
+                                                 MultiLevelPyramid(in_channels=EMBED, norm="LN"))
+        self.backbone.fpn_lateral2 = nn.Conv2d(EMBED, 32, 1)
+        self.roi_heads = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return pyramid_stack(self.backbone.bottom_up(x))
+
+
 @torch.no_grad()
 def case_mae_transfer_det() -> Case:
-    src, x = perturb(our_vitdet()), image(VITDET_SIZE)
-    sd = {"backbone." + k: v for k, v in src.state_dict().items()}
-    sd["roi_heads.box_head.fc1.weight"] = torch.zeros(16, 32)
-    ckpt = {"model": sd, "optimizer": {"state": {}}, "iteration": 7}
-    return Case(ckpt, our_vitdet, "mae_transfer_det", ("Detectron2 detector parts",), pyramid_stack(src(x)),
-                lambda m, x: pyramid_stack(m(x)), x)
+    src, x = perturb(OurMultiLevelDetector()), image()
+    ckpt = {"model": src.state_dict(), "optimizer": {"state": {}}, "iteration": 7}
+    return Case(ckpt, OurMultiLevelDetector, "mae_transfer_det", ("metadata",), src(x), lambda m, x: m(x), x)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -117,15 +117,16 @@ LAYOUTS: list[Layout] = [
            (("module.base_encoder.", VIT), ("base_encoder.", VIT),
             ("module.momentum_encoder.", _MOCO_MOMENTUM), ("momentum_encoder.", _MOCO_MOMENTUM),
             ("module.predictor.", _MOCO_PREDICTOR), ("predictor.", _MOCO_PREDICTOR))),
-    # This project's own training checkpoints (see mae_transfer/det/backbone.py, seg/backbone.py).
-    Layout("mae_transfer_det", "mae_transfer Detectron2 model (backbone.net / backbone.pyramid)",
-           _starts("backbone.pyramid.", "backbone.bottom_up.net."),
-           (("backbone.net.", VIT), ("backbone.pyramid.", PYRAMID), ("backbone.bottom_up.net.", VIT),
-            ("backbone.bottom_up.pyramid.", PYRAMID), ("", REST)), rest_reason=_D2_HEADS),
+    # This project's own training checkpoints (mae_transfer/det/backbone.py, seg/backbone.py). The
+    # ViTDet-style det backbone uses Detectron2's own names, so its checkpoints are "vitdet".
+    Layout("mae_transfer_det", "mae_transfer Detectron2 model, multi-level pyramid + FPN (backbone.bottom_up.*)",
+           _starts("backbone.bottom_up.net."),
+           (("backbone.bottom_up.net.", VIT), ("backbone.bottom_up.pyramid.", PYRAMID), ("", REST)),
+           rest_reason=_D2_HEADS),
     Layout("mae_transfer_seg", "mae_transfer MMSeg model (backbone.net / neck.pyramid)",
            _all(_starts("backbone.net."), _starts("decode_head.")),
            (("backbone.net.", VIT), ("neck.pyramid.", PYRAMID), ("", REST)), rest_reason=_MMSEG_HEADS),
-    Layout("vitdet", "ViTDet / Detectron2 (backbone.net.* ViT, backbone.simfp_* pyramid)",
+    Layout("vitdet", "ViTDet / Detectron2 (backbone.net.* ViT, backbone.simfp_* pyramid), incl. mae_transfer's",
            _starts("backbone.net."),
            (("backbone.net.", VIT), ("backbone.", PYRAMID), ("", REST)), rest_reason=_D2_HEADS),
     *_mmseg_layouts("backbone.", "whole segmentor", _MMSEG_HEADS),

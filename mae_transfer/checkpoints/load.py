@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from mae_transfer.models import MultiLevelPyramid, SimplePyramid
 from mae_transfer.utils.logger import get_logger
 
 from .adapt import adapt_vit
@@ -47,7 +48,7 @@ def _is_vit(module: nn.Module) -> bool:
 
 
 def _is_pyramid(module: nn.Module) -> bool:
-    return type(module).__name__ in ("SimplePyramid", "MultiLevelPyramid")
+    return isinstance(module, (SimplePyramid, MultiLevelPyramid))
 
 
 def _find_prefix(model: nn.Module, prefix: Optional[str], match, what: str) -> Optional[str]:
@@ -150,7 +151,8 @@ def load_pretrained(
         strict: also fail when keys are missing or unexpected without an explanation.
         unsafe: allow pickles that run code when loaded (only for trusted files).
         prefix: where the ViT lives in ``model`` (e.g. ``"backbone.net."``); found when omitted.
-        pyramid_prefix: where the pyramid lives; found when omitted (a ``SimplePyramid``).
+        pyramid_prefix: where the pyramid lives (``""``: the model itself); found when omitted (the
+            first ``SimplePyramid`` / ``MultiLevelPyramid``, subclasses included).
         layout: force a layout name from :data:`~.layouts.LAYOUTS` instead of detecting it.
         name: how to call the checkpoint in messages (default: the path, or "<state dict>").
 
