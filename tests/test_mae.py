@@ -199,7 +199,8 @@ def test_checkpoint_has_official_layout(pretrained):
 
 def _assert_clean(report, model_prefix, model, ckpt):
     assert not report.unexplained and not report.unexpected
-    assert not [k for k in report.ignored if not k.startswith(("decoder_", "mask_token", "<"))
+    ignored = [k[len(model_prefix):] if k.startswith(model_prefix) else k for k in report.ignored]
+    assert not [k for k in ignored if not k.startswith(("decoder_", "mask_token", "<"))
                 and k not in ("cls_token", "pos_embed", "norm.weight", "norm.bias")]
     state = model.state_dict()
     for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias"):
@@ -232,3 +233,21 @@ def test_checkpoint_loads_into_det_and_seg_backbones(pretrained):
         pyramid = det(torch.randn(1, 3, 128, 128))
     assert [m.shape for m in maps] == [(1, 192, 4, 4)] * 4
     assert pyramid["p2"].shape == (1, 32, 32, 32)
+
+
+def test_resume_continues_from_checkpoint(pretrained, tmp_path):
+    import shutil
+    run, _ = pretrained
+    shutil.copy(run / "checkpoint-last.pth", tmp_path / "checkpoint-last.pth")
+    before = torch.load(run / "checkpoint-last.pth", map_location="cpu", weights_only=True)
+    cfg = MAEPretrainConfig(**{**before["args"], "output": str(tmp_path), "iters": 27, "resume": True})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pretrain_mae(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    after = torch.load(tmp_path / "checkpoint-last.pth", map_location="cpu", weights_only=True)
+    assert after["iteration"] == 27
+    assert after["history"]["loss"][:24] == before["history"]["loss"] and len(after["history"]["loss"]) == 27
+    assert not torch.equal(after["model"]["blocks.0.attn.qkv.weight"], before["model"]["blocks.0.attn.qkv.weight"])

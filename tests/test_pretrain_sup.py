@@ -62,3 +62,12 @@ def test_short_run_lowers_loss_and_timm_loads_checkpoint(coco, tmp_path):
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
+
+    from mae_transfer.checkpoints import load_pretrained
+    from mae_transfer.models import create_vit
+    vitdet = create_vit("vit_tiny_patch16", img_size=96, window_size=3, rel_pos="decomposed",
+                        use_cls_token=False, final_norm=False)
+    report = load_pretrained(vitdet, tmp_path / "run" / "checkpoint-last.pth")
+    assert report.layout == "timm_vit" and not report.unexplained and not report.unexpected
+    assert "head.weight" in report.ignored
+    assert torch.equal(vitdet.blocks[5].mlp.fc1.weight, ckpt["model"]["blocks.5.mlp.fc1.weight"])

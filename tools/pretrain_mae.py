@@ -35,6 +35,9 @@ def parse_args(argv=None) -> MAEPretrainConfig:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--num-workers", type=int, default=defaults.num_workers)
     p.add_argument("--log-every", type=int, default=defaults.log_every)
+    p.add_argument("--save-every", type=int, default=defaults.save_every,
+                   help="write checkpoint-last.pth every N iterations (0: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue OUTPUT/checkpoint-last.pth")
     p.add_argument("--device", default=defaults.device, help="cpu or cuda")
     a = p.parse_args(argv)
     if a.data == "builtin":
@@ -44,7 +47,8 @@ def parse_args(argv=None) -> MAEPretrainConfig:
         data=a.data, output=a.output, model=a.model, iters=a.iters, batch_size=a.batch_size,
         lr=a.lr, weight_decay=a.weight_decay, warmup_iters=a.warmup_iters, mask_ratio=a.mask_ratio,
         norm_pix_loss=not a.no_norm_pix_loss, img_size=a.img_size, seed=a.seed,
-        num_workers=a.num_workers, log_every=a.log_every, device=a.device)
+        num_workers=a.num_workers, log_every=a.log_every, save_every=a.save_every,
+        resume=a.resume, device=a.device)
 
 
 if __name__ == "__main__":

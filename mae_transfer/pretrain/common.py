@@ -87,8 +87,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class Progress:
     """Logs ``iter i/N, loss, lr, ETA`` every ``every`` iterations (and the last one)."""
 
-    def __init__(self, total: int, every: int = 10, name: str = "train"):
-        self.total, self.every, self.name = total, max(every, 1), name
+    def __init__(self, total: int, every: int = 10, name: str = "train", start: int = 0):
+        self.total, self.every, self.name, self.first = total, max(every, 1), name, start
         self.start = time.perf_counter()
 
     def step(self, i: int, **values: float) -> None:
@@ -96,7 +96,7 @@ class Progress:
         if done % self.every and done != self.total:
             return
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / done * (self.total - done)
+        eta = elapsed / max(done - self.first, 1) * (self.total - done)
         shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
         logger.info("%s iter %d/%d  %s  elapsed %s  eta %s", self.name, done, self.total, shown,
                     _clock(elapsed), _clock(eta))

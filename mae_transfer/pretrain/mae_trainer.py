@@ -1,7 +1,8 @@
 """MAE pretraining loop: images in a folder -> ``checkpoint-last.pth`` in the official layout.
 
 Writes into the output directory: ``checkpoint-last.pth`` (``{'model', 'optimizer', 'iteration',
-'args'}``, atomically; ``model`` holds encoder + decoder with the official names),
+'args', 'history'}``, atomically, also every ``save_every`` iterations so ``resume`` can continue;
+``model`` holds encoder + decoder with the official names),
 ``metrics.json`` (loss and lr per iteration), ``loss.png`` and ``reconstruction.png``.
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ class MAEPretrainConfig:
     seed: int = 0
     num_workers: int = 0
     log_every: int = 10
+    save_every: int = 100  # also write checkpoint-last.pth every N iterations (0 = only at the end)
+    resume: bool = False  # continue from OUTPUT/checkpoint-last.pth when it exists
     device: str = "cpu"
 
 
@@ -64,23 +67,47 @@ def eval_transform(img_size: int) -> transforms.Compose:
     ])
 
 
+def _save(out: Path, model, optimizer, iteration: int, cfg: MAEPretrainConfig,
+          losses: list, lrs: list) -> None:
+    """Official layout (``model``, ``optimizer``, ``args``) plus what resuming needs."""
+    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "iteration": iteration, "args": asdict(cfg),
+                       "history": {"loss": losses, "lr": lrs}}, out / "checkpoint-last.pth")
+
+
+def _resume(path: Path, model, optimizer) -> tuple[int, list, list]:
+    """Restore model/optimizer state; returns (next iteration, loss history, lr history)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    history = state.get("history", {"loss": [], "lr": []})
+    logger.info("Resumed from %s at iteration %d", path, state["iteration"])
+    return int(state["iteration"]), list(history["loss"]), list(history["lr"])
+
+
 def pretrain_mae(cfg: MAEPretrainConfig) -> dict:
-    """Run MAE pretraining; returns a summary dict (also stored in ``metrics.json``)."""
+    """Run MAE pretraining; returns a summary dict (also stored in ``metrics.json``).
+
+    With ``cfg.resume`` an existing ``checkpoint-last.pth`` in the output directory is continued
+    (model, optimizer, iteration and loss history; the data order restarts from the seed).
+    """
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     model = create_mae(cfg.model, img_size=cfg.img_size, norm_pix_loss=cfg.norm_pix_loss,
                        mask_ratio=cfg.mask_ratio).to(cfg.device)
     dataset = ImageFolder(cfg.data, pretrain_transform(cfg.img_size))
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    start, losses, lrs = 0, [], []
+    if cfg.resume and (out / "checkpoint-last.pth").is_file():
+        start, losses, lrs = _resume(out / "checkpoint-last.pth", model, optimizer)
     logger.info("MAE pretraining %s on %d images from %s for %d iterations (batch %d, lr %.3g)",
                 cfg.model, len(dataset), cfg.data, cfg.iters, cfg.batch_size, cfg.lr)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else max(cfg.iters // 10, 1)
-    batches = infinite_batches(dataset, cfg.batch_size, cfg.seed, cfg.num_workers)
-    progress = Progress(cfg.iters, cfg.log_every, name="mae")
-    losses, lrs = [], []
+    batches = infinite_batches(dataset, cfg.batch_size, cfg.seed + start, cfg.num_workers)
+    progress = Progress(cfg.iters, cfg.log_every, name="mae", start=start)
     model.train()
-    for it in range(cfg.iters):
+    for it in range(start, cfg.iters):
         lr = cosine_lr(it, cfg.iters, cfg.lr, warmup)
         set_lr(optimizer, lr)
         imgs = next(batches).to(cfg.device)
@@ -93,10 +120,10 @@ def pretrain_mae(cfg: MAEPretrainConfig) -> dict:
         losses.append(loss.item())
         lrs.append(lr)
         progress.step(it, loss=losses[-1], lr=lr)
+        if cfg.save_every and (it + 1) % cfg.save_every == 0 and it + 1 < cfg.iters:
+            _save(out, model, optimizer, it + 1, cfg, losses, lrs)
 
-    args = {k: v for k, v in asdict(cfg).items()}
-    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "iteration": cfg.iters, "args": args}, out / "checkpoint-last.pth")
+    _save(out, model, optimizer, cfg.iters, cfg, losses, lrs)
     plot_curve(losses, out / "loss.png", f"MAE pretraining loss ({cfg.model})")
     save_reconstructions(model, ImageFolder(cfg.data, eval_transform(cfg.img_size)),
                          out / "reconstruction.png", seed=cfg.seed)
@@ -104,7 +131,7 @@ def pretrain_mae(cfg: MAEPretrainConfig) -> dict:
                "first_loss": losses[0], "final_loss": sum(losses[-10:]) / len(losses[-10:]),
                "train_time_s": round(progress.elapsed, 2), "checkpoint": str(out / "checkpoint-last.pth")}
     atomic_write_text(out / "metrics.json", json.dumps(
-        {"summary": summary, "args": args, "loss": losses, "lr": lrs}, indent=1))
+        {"summary": summary, "args": asdict(cfg), "loss": losses, "lr": lrs}, indent=1))
     logger.info("MAE pretraining done: loss %.4f -> %.4f in %.1f s; wrote %s",
                 summary["first_loss"], summary["final_loss"], progress.elapsed, summary["checkpoint"])
     return summary
