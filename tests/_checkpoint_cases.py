@@ -110,9 +110,8 @@ def case_deit3() -> Case:
 
 @torch.no_grad()
 def case_deit_distilled() -> Case:
-    src = perturb(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=DEPTH, img_size=IMG))
-    return Case({"model": src.state_dict()}, vit,
-                "timm_vit", ("distillation token", "classification"))
+    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, depth=DEPTH, img_size=IMG)
+    return Case({"model": perturb(model).state_dict()}, vit, "timm_vit", ("distillation token", "classification"))
 
 
 @torch.no_grad()

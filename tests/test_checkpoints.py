@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from _checkpoint_cases import (
-    CASES, DEPTH, EMBED, IMG, d2_vitdet, flat_state_dict, image, our_vitdet, timm_beit, timm_vit, vit,
+    CASES, DEPTH, EMBED, d2_vitdet, flat_state_dict, image, our_vitdet, timm_beit, timm_vit, vit,
 )
 from mae_transfer.checkpoints import CheckpointMismatchError, convert_to_vit, detect_layout, load_pretrained, unwrap
 from mae_transfer.models import create_vit
@@ -40,7 +40,8 @@ def save(case, tmp_path, fmt):
 SAFETENSORS_CASES = ("timm_vit", "beit_unilm_shared", "vitdet", "mmseg_mae")
 
 
-@pytest.mark.parametrize("name, fmt", [(n, "pth") for n in CASES] + [(n, "safetensors") for n in SAFETENSORS_CASES])
+@pytest.mark.parametrize("name, fmt",
+                         [(n, "pth") for n in CASES] + [(n, "safetensors") for n in SAFETENSORS_CASES])
 def test_layout_loads_and_matches_source(name, fmt, tmp_path):
     case = build(name)
     model = case.make_model().eval()

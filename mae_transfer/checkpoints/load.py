@@ -127,7 +127,8 @@ def convert_checkpoint(checkpoint: Mapping[str, Any], layout: Optional[str] = No
             raise UnknownLayoutError(f"unknown layout '{layout}' (known: {sorted({r.name for r in LAYOUTS})})")
         converted = convert_state_dict(state_dict, forced)
     except UnknownLayoutError as err:
-        raise CheckpointMismatchError(f"Checkpoint {name} is not a ViT checkpoint in a known layout: {err}.") from None
+        raise CheckpointMismatchError(
+            f"Checkpoint {name} is not a ViT checkpoint in a known layout: {err}.") from None
     converted.ignored.update(skipped)
     return converted
 
