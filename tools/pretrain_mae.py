@@ -51,6 +51,16 @@ def parse_args(argv=None) -> MAEPretrainConfig:
         resume=a.resume, device=a.device)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
     setup_logging()
-    pretrain_mae(parse_args())
+    try:
+        pretrain_mae(cfg)
+    except (FileNotFoundError, ValueError, FloatingPointError) as err:  # user-fixable: one sentence
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

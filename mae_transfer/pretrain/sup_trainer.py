@@ -63,6 +63,9 @@ class ObjectCrops(Dataset):
     """
 
     def __init__(self, json_path: str | Path, image_dir: str | Path, img_size: int, train: bool):
+        if not Path(json_path).is_file():
+            raise FileNotFoundError(f"annotation file {json_path} does not exist; pass --json with a COCO "
+                                    f"instances json (or --data builtin).")
         coco = json.loads(Path(json_path).read_text())
         self.class_names = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
         label_of = {c["id"]: i for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
