@@ -209,3 +209,17 @@ def test_pure_conversion_functions():
     assert "blocks.1.attn.qkv.weight" in vit and "norm.weight" in vit and "patch_embed.proj.bias" in vit
     assert torch.equal(vit["blocks.0.mlp.fc2.weight"], sd["state_dict"]["backbone.layers.0.ffn.layers.1.weight"])
     assert not any(k.startswith(("decode_head", "backbone.")) for k in vit)
+
+
+def test_report_groups_keys_compactly():
+    from mae_transfer.checkpoints.report import compact_keys
+
+    assert compact_keys(["mask_token"]) == "mask_token"
+    assert compact_keys([f"blocks.{i}.attn.rel_pos_{a}" for i in range(12) for a in "hw"]) == \
+        "blocks.*.attn.rel_pos_h, blocks.*.attn.rel_pos_w (24 keys)"
+    momentum = [f"module.momentum_encoder.blocks.{i}.{n}" for i in range(2) for n in ("norm1.weight", "mlp.fc1.bias",
+                                                                                   "attn.qkv.weight", "norm2.bias")]
+    assert compact_keys(momentum) == "module.momentum_encoder.blocks.* (8 keys)"
+    decoder = ["decoder_embed.weight", "decoder_pos_embed", "decoder_blocks.0.norm1.weight", "decoder_norm.bias",
+               "decoder_pred.weight"]
+    assert compact_keys(decoder) == "decoder_* (5 keys)"

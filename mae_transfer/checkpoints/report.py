@@ -1,6 +1,7 @@
 """What a checkpoint load did: loaded / missing / unexpected / resized / ignored keys."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -21,14 +22,18 @@ def compact_keys(keys: Iterable[str]) -> str:
     if len(keys) == 1:
         return keys[0]
     patterns = list(dict.fromkeys(re.sub(r"\.\d+(?=\.|$)", ".*", k) for k in keys))
+    parts = [p.split(".") for p in patterns]
+    shared = [names[0] for names in itertools.takewhile(lambda n: len(set(n)) == 1, zip(*parts))]
+    while shared and shared[-1] == "*":
+        shared.pop()
     if len(patterns) <= 3:
         text = ", ".join(patterns)
+    elif shared:
+        text = ".".join(shared) + ".*"
     else:
-        heads = list(dict.fromkeys(p.split(".")[0] for p in patterns))
+        heads = list(dict.fromkeys(p[0] for p in parts))
         common = os.path.commonprefix(heads)
-        if len(heads) == 1:
-            text = heads[0] + ".*"
-        elif len(common) >= 3:
+        if len(common) >= 3:
             text = common.rstrip("._") + ("_*" if common.endswith("_") else "*")
         else:
             text = ", ".join(h + ".*" for h in heads[:4]) + (", ..." if len(heads) > 4 else "")
