@@ -130,7 +130,8 @@ def _read_file(path: Path, unsafe: bool) -> Any:
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(b"PK") or _TORCH_LEGACY_MAGIC in head:
-        return _torch_load(path, unsafe)  # torch.save: zip archive, or the pre-1.6 format
+        # torch.save: zip archive (memory-mapped, so a ViT-H file is not read twice), or pre-1.6 format
+        return _torch_load(path, unsafe, mmap=head.startswith(b"PK"))
     if _looks_like_safetensors(head):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -151,12 +152,12 @@ def _looks_like_safetensors(head: bytes) -> bool:
     return len(head) > 8 and head[8:9] == b"{"
 
 
-def _torch_load(path: Path, unsafe: bool) -> Any:
+def _torch_load(path: Path, unsafe: bool, mmap: bool) -> Any:
     try:
         if unsafe:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
         with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" in str(err):
             raise _refused(path, err) from None
