@@ -14,7 +14,7 @@ from mae_transfer.data.geometry import rasterize_convex, regular_polygon, subtra
 
 def _digest_tree(root):
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 def _iou(a, b):
@@ -132,3 +132,13 @@ def test_generation_is_idempotent_and_cached(tmp_path, monkeypatch):
         make_coco_instances(tmp_path / "bad", num_classes=99)
     with pytest.raises(KeyError, match="builtin_coco_train"):
         builtin_dataset("no_such_dataset")
+
+
+def test_concurrent_generation_yields_one_complete_copy(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    make = lambda _: make_coco_instances(tmp_path / "shared", num_images=4, image_size=(64, 64))  # noqa: E731
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(make, range(3)))
+    assert len(set(results)) == 1
+    make_coco_instances(tmp_path / "alone", num_images=4, image_size=(64, 64))
+    assert _digest_tree(tmp_path / "shared") == _digest_tree(tmp_path / "alone")

@@ -1,10 +1,12 @@
 """Where generated datasets live, and the manifests that make generation idempotent."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 MANIFEST_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
 
@@ -46,3 +48,16 @@ def remove_stale(directory: Path, pattern: str, keep: set[str]) -> None:
     for path in directory.glob(pattern):
         if path.name not in keep:
             path.unlink()
+
+
+@contextlib.contextmanager
+def generation_lock(directory: Path) -> Iterator[None]:
+    """Exclusive lock on ``directory`` while it is generated, so that concurrent processes
+    (e.g. one per GPU) generate it once and never read half-written files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .cache import is_generated, remove_stale, write_json_atomic, write_manifest
+from .cache import generation_lock, is_generated, remove_stale, write_json_atomic, write_manifest
 from .geometry import polygon_area
-from .render import (PlacedShape, grey_background, paint_shapes, sample_shapes, shape_classes,
+from .render import (PlacedShape, ShapeClass, grey_background, paint_shapes, sample_shapes, shape_classes,
                      to_uint8)
 
 
@@ -66,7 +66,17 @@ def make_coco_instances(root: str | Path, split: str = "train", num_images: int 
     manifest = root / f".manifest_{split}.json"
     if is_generated(manifest, params) and json_path.is_file():
         return json_path, image_dir
+    with generation_lock(root):
+        if not (is_generated(manifest, params) and json_path.is_file()):  # maybe done meanwhile
+            _generate(json_path, image_dir, split, num_images, (height, width), classes, seed)
+            write_manifest(manifest, params)
+    return json_path, image_dir
 
+
+def _generate(json_path: Path, image_dir: Path, split: str, num_images: int,
+              image_size: tuple[int, int], classes: tuple[ShapeClass, ...], seed: int) -> None:
+    """Render the PNG images and write the annotation json."""
+    height, width = image_size
     image_dir.mkdir(parents=True, exist_ok=True)
     remove_stale(image_dir, "*.png", {f"{i + 1:012d}.png" for i in range(num_images)})
     images, annotations = [], []
@@ -86,5 +96,3 @@ def make_coco_instances(root: str | Path, split: str = "train", num_images: int 
     info = {"description": f"mae_transfer built-in shapes ({split})", "version": "1.0"}
     write_json_atomic(json_path, {"info": info, "images": images, "annotations": annotations,
                                   "categories": categories, "licenses": []})
-    write_manifest(manifest, params)
-    return json_path, image_dir
