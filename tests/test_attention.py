@@ -91,7 +91,7 @@ def _math_attention(q, k, v, bias, rel_h, rel_w, scale):
     return logits.softmax(-1) @ v
 
 
-@pytest.mark.parametrize("block", [1 << 24, 50])  # one block / many blocks (heads split)
+@pytest.mark.parametrize("block", [1 << 24, 300, 50])  # one block / split heads / split rows
 @pytest.mark.parametrize(
     "rel, bias_shape", [(True, None), (False, (1, 3)), (True, (2, 1)), (True, (2, 3))]
 )
@@ -115,7 +115,9 @@ def test_cpu_biased_sdpa_matches_math(monkeypatch, block, rel, bias_shape):
     got = sdpa.attention(q, k, v, bias=bias, rel_h=rel_h, rel_w=rel_w, scale=0.3)
     expected = _math_attention(q, k, v, bias, rel_h, rel_w, 0.3)
     torch.testing.assert_close(got, expected)
-    for g, e in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
+    for g, e in zip(
+        torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)
+    ):
         torch.testing.assert_close(g, e)
 
 

@@ -71,6 +71,8 @@ def test_beit_table_resize_matches_timm(old, new):
     assert got.shape == (new_rows, 12)
     torch.testing.assert_close(got[-3:], table[-3:])
     if old[0] == old[1]:  # timm infers a square source window
-        torch.testing.assert_close(got, resize_rel_pos_bias_table_simple(table, new, (new_rows, 12)))
+        torch.testing.assert_close(
+            got, resize_rel_pos_bias_table_simple(table, new, (new_rows, 12))
+        )
     with pytest.raises(ValueError, match="rows"):
         resize_beit_rel_pos_table(table[:-1], old, new)

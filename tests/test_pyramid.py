@@ -81,14 +81,16 @@ def test_multilevel_pyramid_matches_mmseg():
     import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
     from mmseg.models.necks import Feature2Pyramid
 
-    ref = _perturb_(Feature2Pyramid(32, [4, 2, 1, 0.5], norm_cfg=dict(type="BN", requires_grad=True)))
+    ref = _perturb_(
+        Feature2Pyramid(32, [4, 2, 1, 0.5], norm_cfg=dict(type="BN", requires_grad=True))
+    )
     ours = MultiLevelPyramid(in_channels=32, norm="BN").eval()
     renames = {"upsample_4x.": "fpn1.", "upsample_2x.": "fpn2."}
     state = {}
     for key, value in ref.state_dict().items():
         for old, new in renames.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
         state[key] = value
     ours.load_state_dict(state, strict=True)
     maps = [torch.randn(2, 32, 6, 10) for _ in range(4)]

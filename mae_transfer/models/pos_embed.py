@@ -169,6 +169,8 @@ def resize_beit_rel_pos_table(
     heads = table.shape[1]
     grid, extra = table[:-3], table[-3:]
     grid = grid.float().T.reshape(1, heads, 2 * old_h - 1, 2 * old_w - 1)
-    grid = F.interpolate(grid, size=(2 * new_h - 1, 2 * new_w - 1), mode="bicubic", align_corners=False)
+    grid = F.interpolate(
+        grid, size=(2 * new_h - 1, 2 * new_w - 1), mode="bicubic", align_corners=False
+    )
     grid = grid.reshape(heads, -1).T.to(table.dtype)
     return torch.cat([grid, extra], dim=0)

@@ -22,7 +22,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, RelativePositionBias
@@ -321,7 +320,9 @@ class VisionTransformer(nn.Module):
             return flag
         return index < int(flag)
 
-    def _run_blocks(self, x: torch.Tensor, hw: Tuple[int, int], last: int) -> Dict[int, torch.Tensor]:
+    def _run_blocks(
+        self, x: torch.Tensor, hw: Tuple[int, int], last: int
+    ) -> Dict[int, torch.Tensor]:
         """Run blocks ``0..last``; returns ``{i: tokens after block i}`` for ``out_indices`` and
         ``last``."""
         shared = None
