@@ -158,7 +158,8 @@ def test_sincos_rectangular_grid_matches_rule():
     emb = sincos_pos_embed_2d(8, (2, 3), cls_token=False)[0]
     row, col = 1, 2  # token index 5: x = col in the first half, y = row in the second half
     omega = 1.0 / 10000 ** (np.arange(2) / 2.0)
-    want = np.concatenate([np.sin(col * omega), np.cos(col * omega), np.sin(row * omega), np.cos(row * omega)])
+    want = np.concatenate([np.sin(col * omega), np.cos(col * omega),
+                           np.sin(row * omega), np.cos(row * omega)])
     assert np.allclose(emb[row * 3 + col].numpy(), want, atol=1e-6)
 
 
@@ -250,4 +251,5 @@ def test_resume_continues_from_checkpoint(pretrained, tmp_path):
     after = torch.load(tmp_path / "checkpoint-last.pth", map_location="cpu", weights_only=True)
     assert after["iteration"] == 27
     assert after["history"]["loss"][:24] == before["history"]["loss"] and len(after["history"]["loss"]) == 27
-    assert not torch.equal(after["model"]["blocks.0.attn.qkv.weight"], before["model"]["blocks.0.attn.qkv.weight"])
+    key = "blocks.0.attn.qkv.weight"
+    assert not torch.equal(after["model"][key], before["model"][key])

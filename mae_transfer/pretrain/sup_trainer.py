@@ -77,7 +77,8 @@ class ObjectCrops(Dataset):
                              f"classify; pass a COCO instances json with objects.")
         self.img_size, self.train = img_size, train
         self._images: dict[Path, Image.Image] = {}
-        self.to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.to_tensor = transforms.Compose([transforms.ToTensor(),
+                                             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -153,7 +154,8 @@ def pretrain_supervised(cfg: SupPretrainConfig) -> dict:
     model = create_classifier(cfg.model, len(train_set.class_names), img_size=cfg.img_size,
                               pretrain_img_size=cfg.img_size, drop_path=cfg.drop_path).to(cfg.device)
     logger.info("Supervised pretraining %s on %d object crops (%s) for %d iterations (batch %d, lr %.3g)",
-                cfg.model, len(train_set), ", ".join(train_set.class_names), cfg.iters, cfg.batch_size, cfg.lr)
+                cfg.model, len(train_set), ", ".join(train_set.class_names), cfg.iters, cfg.batch_size,
+                cfg.lr)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.999))
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else max(cfg.iters // 10, 1)
     batches = infinite_batches(train_set, cfg.batch_size, cfg.seed, cfg.num_workers)
@@ -186,7 +188,8 @@ def pretrain_supervised(cfg: SupPretrainConfig) -> dict:
                "train_acc": float(np.mean(accs[-10:])), "train_time_s": round(progress.elapsed, 2),
                "checkpoint": str(out / "checkpoint-last.pth")}
     if cfg.val_json:
-        val_set = ObjectCrops(cfg.val_json, cfg.val_images or Path(cfg.val_json).parent, cfg.img_size, train=False)
+        val_images = cfg.val_images or Path(cfg.val_json).parent
+        val_set = ObjectCrops(cfg.val_json, val_images, cfg.img_size, train=False)
         summary["val_acc"] = accuracy(model, val_set, cfg.device)
     atomic_write_text(out / "metrics.json", json.dumps(
         {"summary": summary, "args": args, "loss": losses, "acc": accs, "lr": lrs}, indent=1))
