@@ -10,11 +10,15 @@ from mmengine.registry import HOOKS
 
 @HOOKS.register_module()
 class DumpRankWeightsHook(Hook):
-    """After training, every rank saves its model weights to work_dir/rank{R}_weights.pt."""
+    """After training, every rank saves its parameters to work_dir/rank{R}_weights.pt.
+
+    Parameters only: BN running statistics are per process on CPU (SyncBN needs GPUs; the
+    checkpoint holds rank 0's), so they legitimately differ between ranks.
+    """
 
     def after_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in model.named_parameters()}
         torch.save(state, Path(runner.work_dir) / f"rank{get_rank()}_weights.pt")
 
 

@@ -23,6 +23,7 @@ from mae_transfer.seg.runner import run
 from seg_test_hooks import Interrupted  # tests/ is on sys.path under pytest; registers the test hooks
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_THREADS = torch.get_num_threads()
 CLASSES = ("sky", "ground", "circle")
 
 # demo_vit_tiny shrunk further: 4 blocks of width 64 (the test of a few iterations, not a demo).
@@ -42,6 +43,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def all_threads():
+    """Full-size convolutions do use every core."""
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield
+    torch.set_num_threads(1)
 
 
 def _load_tool():
@@ -138,7 +147,8 @@ def test_backbone_wrapper_loads_timm_weights_through_the_project_loader(tmp_path
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
     torch.save({"model": reference.state_dict()}, tmp_path / "deit_tiny.pth")
     backbone = MODELS.build(dict(type="MAETransferViT", arch="vit_tiny_patch16", img_size=224,
-                                 out_indices=(11,), pretrained=str(tmp_path / "deit_tiny.pth"))).eval()
+                                 out_indices=(11,), final_norm=True,
+                                 pretrained=str(tmp_path / "deit_tiny.pth"))).eval()
     backbone.init_weights()
     image = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -272,3 +282,113 @@ def test_two_processes_gloo_end_with_identical_weights(ade_data, tmp_path):
     assert rank0.keys() == rank1.keys()
     for name in rank0:
         torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
+
+
+# ---------------------------------------------------------------- shipped ADE20K configs at full size
+
+ADE20K_CONFIGS = sorted(p.stem for p in (REPO / "configs" / "seg").glob("ade20k_*.py"))
+# One config per distinct architecture (the others differ only in weights / optimiser / freezing).
+ARCHITECTURES = {"ade20k_vitb_mae": (12, 768), "ade20k_vitb_beit": (12, 768), "ade20k_vitl_mae": (24, 1024)}
+
+
+def _architecture(name: str) -> str:
+    model = load_config(name).model.to_dict()
+    model["backbone"].pop("pretrained", None)
+    return json.dumps(model, sort_keys=True, default=str)
+
+
+def test_every_ade20k_config_has_one_of_the_tested_architectures():
+    assert len(ADE20K_CONFIGS) >= 6
+    tested = {_architecture(name): name for name in ARCHITECTURES}
+    assert len(tested) == len(ARCHITECTURES)
+    for name in ADE20K_CONFIGS:
+        assert _architecture(name) in tested, f"{name}: add it to ARCHITECTURES"
+        cfg = load_config(name)
+        assert cfg.model.decode_head.num_classes == 150 and cfg.train_dataloader.dataset.type == "ADE20KDataset"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_ade20k_config_builds_full_size_and_runs_512_inference(name, all_threads):
+    """The configured model at full size: one 512x512 image through slide inference on CPU."""
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    from mae_transfer.seg.runner import adapt_to_device
+
+    cfg = load_config(name)
+    adapt_to_device(cfg, cuda=False)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        model = MODELS.build(cfg.model).eval()
+    depth, width = ARCHITECTURES[name]
+    assert (model.backbone.net.depth, model.backbone.net.embed_dim) == (depth, width)
+    assert sum(p.numel() for p in model.backbone.parameters()) > (85e6 if width == 768 else 300e6)
+    meta = dict(img_shape=(512, 512), ori_shape=(512, 512), pad_shape=(512, 512), padding_size=[0, 0, 0, 0])
+    with torch.no_grad():
+        sample, = model.predict(torch.randn(1, 3, 512, 512), [SegDataSample(metainfo=meta)])
+    logits = sample.seg_logits.data
+    assert logits.shape == (150, 512, 512) and torch.isfinite(logits).all()
+    assert sample.pred_sem_seg.data.shape == (1, 512, 512)
+
+
+@pytest.mark.slow
+def test_same_vitb_weights_give_the_same_features_in_seg_and_det_wrappers(tmp_path):
+    """An MAE-layout ViT-B checkpoint through MMSeg's MAETransferViT and Detectron2's multi-level
+    backbone (ViT options aligned with ade20k_vitb_mae): identical block maps, equal to timm's."""
+    timm = pytest.importorskip("timm")
+    pytest.importorskip("detectron2")
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling import BACKBONE_REGISTRY
+    from mmseg.registry import MODELS
+
+    import mae_transfer.det.backbone  # noqa: F401  (registers the Detectron2 backbones)
+    from mae_transfer.det.config import load_config as load_det_config
+
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).eval()
+    checkpoint = tmp_path / "mae_pretrain_vit_base.pth"
+    torch.save({"model": reference.state_dict()}, checkpoint)  # the official MAE release layout
+
+    seg_cfg = load_config("ade20k_vitb_mae").model.backbone
+    seg_cfg.update(img_size=224, pretrained=str(checkpoint))
+    seg = MODELS.build(seg_cfg).eval()
+    seg.init_weights()
+    det_cfg = load_det_config("coco_vitb_mae_fpn", [
+        "MODEL.VIT.WEIGHTS", str(checkpoint), "MODEL.VIT.IMG_SIZE", "224", "MODEL.VIT.WINDOW_SIZE", "0",
+        "MODEL.VIT.REL_POS", "beit", "MODEL.VIT.USE_CLS_TOKEN", "True", "MODEL.VIT.LAYER_SCALE", "1.0",
+        "MODEL.VIT.OUT_INDICES", str(list(seg_cfg.out_indices)), "MODEL.PYRAMID.SQUARE_PAD", "0"])
+    det = BACKBONE_REGISTRY.get(det_cfg.MODEL.BACKBONE.NAME)(det_cfg, ShapeSpec(channels=3)).eval()
+    det_vit = det.bottom_up.net
+
+    image = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        seg_maps, det_maps = seg(image), det_vit.forward_maps(image)
+        timm_maps = reference.forward_intermediates(image, indices=list(seg_cfg.out_indices), norm=False,
+                                                    output_fmt="NCHW", intermediates_only=True)
+    assert len(seg_maps) == len(det_maps) == len(timm_maps) == 4
+    for seg_map, det_map, timm_map in zip(seg_maps, det_maps, timm_maps):
+        assert seg_map.shape == (1, 768, 14, 14)
+        torch.testing.assert_close(seg_map, det_map, rtol=0, atol=0)
+        torch.testing.assert_close(seg_map, timm_map, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_adaptation_of_a_gpu_config():
+    """What makes GPU configs run on CPU (the fix of STACK.md): SyncBN -> BN, fp32, CPU DDP wrapper."""
+    from mae_transfer.seg.runner import adapt_to_device
+
+    gpu = load_config("ade20k_vitb_mae")
+    gpu.launcher = "pytorch"
+    adapt_to_device(gpu, cuda=True)
+    assert gpu.model.decode_head.norm_cfg.type == "SyncBN" and gpu.optim_wrapper.type == "AmpOptimWrapper"
+    assert "model_wrapper_cfg" not in gpu
+
+    cpu = load_config("ade20k_vitb_mae")
+    cpu.launcher = "pytorch"
+    adapt_to_device(cpu, cuda=False)
+    assert "SyncBN" not in json.dumps(cpu.model.to_dict(), default=str)
+    assert cpu.model.neck.norm == "BN" and cpu.model.auxiliary_head.norm_cfg.type == "BN"
+    assert cpu.optim_wrapper.type == "OptimWrapper" and "loss_scale" not in cpu.optim_wrapper
+    assert cpu.optim_wrapper.constructor == "MAETransferOptimizerConstructor"
+    assert cpu.model_wrapper_cfg == dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)

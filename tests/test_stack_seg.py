@@ -150,6 +150,7 @@ def test_mmseg_upernet_two_process_gloo(ade_root, tmp_path):
     cfg = Config(mmseg_mae_upernet_cfg(ade_root, tmp_path / "work"))
     cfg.custom_imports = dict(imports=["seg_test_hooks"], allow_failed_imports=False)
     cfg.custom_hooks = [dict(type="DumpRankWeightsHook")]
+    cfg.log_level = "INFO"  # the environment summary ("Distributed training: True") is logged at INFO
     cfg.dump(tmp_path / "stack_cfg.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
            "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

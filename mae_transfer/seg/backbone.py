@@ -31,6 +31,8 @@ class MAETransferViT(BaseModule):
             (any layout it recognises; the load report is logged). ``init_cfg=dict(type='Pretrained',
             checkpoint=...)`` is accepted as a synonym.
         unsafe_load: allow pickled checkpoints that need arbitrary code (trusted files only).
+        final_norm: keep the ViT's final LayerNorm. The maps never use it, and an unused parameter
+            breaks DistributedDataParallel, so it is left out by default (as in Detectron2's ViTDet).
         init_cfg: MMEngine init config (only ``Pretrained`` is meaningful here).
         **vit_kwargs: any other ``create_vit`` field (drop_path, rel_pos, use_cls_token,
             layer_scale, window_size, grad_checkpointing, ...).
@@ -38,7 +40,8 @@ class MAETransferViT(BaseModule):
 
     def __init__(self, arch: str = "vit_base_patch16", img_size: int | Sequence[int] = 512,
                  out_indices: Sequence[int] = (3, 5, 7, 11), pretrained: str | None = None,
-                 unsafe_load: bool = False, init_cfg: dict | None = None, **vit_kwargs) -> None:
+                 unsafe_load: bool = False, final_norm: bool = False, init_cfg: dict | None = None,
+                 **vit_kwargs) -> None:
         super().__init__(init_cfg=None)
         if init_cfg is not None:
             if init_cfg.get("type") != "Pretrained" or pretrained is not None:
@@ -47,7 +50,8 @@ class MAETransferViT(BaseModule):
             pretrained = init_cfg["checkpoint"]
         if isinstance(img_size, Sequence):
             img_size = tuple(img_size)
-        self.net = create_vit(arch, img_size=img_size, out_indices=tuple(out_indices), **vit_kwargs)
+        self.net = create_vit(arch, img_size=img_size, out_indices=tuple(out_indices), final_norm=final_norm,
+                              **vit_kwargs)
         self.pretrained = pretrained
         self.unsafe_load = unsafe_load
 
