@@ -11,6 +11,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from mae_transfer.checkpoints import read_checkpoint
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 
+from .guards import check_weights_fit
+
 
 class AtomicCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with atomic writes and safe reads.
@@ -26,9 +28,15 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.unsafe = unsafe
 
     def _load_file(self, filename: str) -> dict:
+        self._loading = filename
         if filename.endswith(".pkl") and not self.unsafe:
             read_checkpoint(filename)  # raises if the pickle needs anything but arrays and dicts
         return super()._load_file(filename)
+
+    def _load_model(self, checkpoint: dict):
+        if not checkpoint.get("matching_heuristics"):  # refuse another architecture's weights
+            check_weights_fit(self.model.state_dict(), checkpoint["model"], getattr(self, "_loading", "?"))
+        return super()._load_model(checkpoint)
 
     def _torch_load(self, f: str) -> dict:
         return read_checkpoint(f, unsafe=self.unsafe)

@@ -20,15 +20,17 @@ from detectron2.utils.logger import setup_logger
 from torch.multiprocessing import ProcessRaisedException
 
 from mae_transfer.checkpoints import CheckpointMismatchError, CheckpointReadError
+from mae_transfer.utils.errors import UserError, one_sentence
 
 from .checkpoint import AtomicCheckpointer
 from .config import ConfigError, load_config, resolve_config_path
 from .data import prepare_datasets, register_coco_dataset
 from .engine import NonFiniteLossError, Trainer, summary_line
+from .guards import check_inputs, check_output_dir
 from .visualize import save_visualizations
 
 # Problems a user can cause and fix; reported as one sentence, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointReadError, CheckpointMismatchError, NonFiniteLossError)
+USER_ERRORS = (ConfigError, CheckpointReadError, CheckpointMismatchError, NonFiniteLossError, UserError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +70,9 @@ def build_config(args: argparse.Namespace) -> CfgNode:
             f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world_size} processes; "
             f"set it to a multiple of {world_size}."
         )
+    check_inputs(cfg, eval_only=args.eval_only, resume=args.resume)  # paths, COCO json, image files
     cfg = prepare_datasets(cfg)
+    check_output_dir(cfg, eval_only=args.eval_only, resume=args.resume)  # never overwrite an earlier run
     cfg.freeze()
     return cfg
 
@@ -110,7 +114,7 @@ def run(argv: list[str] | None = None) -> int:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_sentence(err)}", file=sys.stderr)
         return 1
     except ProcessRaisedException as err:  # a spawned process failed; show its last line
         last = str(err).strip().splitlines()[-1]

@@ -14,6 +14,8 @@ from typing import Any, Iterable
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .guards import add_guard_config, type_mismatch_error
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "det"
 
 # MODEL.VIT key -> create_vit keyword. Keys set to None in the config are not passed.
@@ -86,7 +88,7 @@ def add_vit_config(cfg: CN) -> CN:
     lsj.IMAGE_SIZE = 1024
     lsj.MIN_SCALE = 0.1
     lsj.MAX_SCALE = 2.0
-    return cfg
+    return add_guard_config(cfg)  # DATALOADER.CHECK_DATASETS / SKIP_UNREADABLE_IMAGES
 
 
 def vit_kwargs_from_cfg(cfg: CN) -> dict[str, Any]:
@@ -154,6 +156,8 @@ def load_config(config: str | os.PathLike | None, opts: list[str] | None = None)
             cfg.merge_from_file(str(path))
         except KeyError as err:
             raise _unknown_key_error(cfg, err, str(path)) from None
+        except ValueError as err:
+            raise type_mismatch_error(err, str(path)) from None
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"Overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}.")
@@ -161,4 +165,6 @@ def load_config(config: str | os.PathLike | None, opts: list[str] | None = None)
             cfg.merge_from_list(list(opts))
         except (KeyError, AssertionError) as err:
             raise _unknown_key_error(cfg, err, "the command-line overrides") from None
+        except ValueError as err:
+            raise type_mismatch_error(err, "the command-line overrides") from None
     return cfg

@@ -22,6 +22,7 @@ from detectron2.utils import comm
 from torch.utils.data import Sampler
 
 from .config import ConfigError
+from .guards import CheckedMapper
 
 
 def build_train_augmentation(cfg: CfgNode) -> list[T.Augmentation]:
@@ -68,7 +69,8 @@ def build_train_loader(cfg: CfgNode, start_iter: int = 0):
     mapper_args["augmentations"] = build_train_augmentation(cfg)
     if cfg.INPUT.LSJ.ENABLED:
         mapper_args["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped instances from masks
-    loader_args = build_detection_train_loader.from_config(cfg, mapper=DatasetMapper(**mapper_args))
+    mapper = CheckedMapper(DatasetMapper(**mapper_args), skip=cfg.DATALOADER.SKIP_UNREADABLE_IMAGES)
+    loader_args = build_detection_train_loader.from_config(cfg, mapper=mapper)
     if start_iter > 0 and loader_args["sampler"] is not None:
         per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         loader_args["sampler"] = _SkipSampler(loader_args["sampler"], start_iter * per_rank)
