@@ -1,0 +1,17 @@
+"""Backbone comparison: run one det/seg recipe per initialisation, tabulate and plot the results.
+
+    from mae_transfer.compare import resolve_inits, run_comparison, read_run, write_report
+    inits = resolve_inits(["mae", "random"], pretrain_dir)
+    records = run_comparison(inits, out_dir, tasks=("det", "seg"))
+    table, files = write_report(records, out_dir)     # comparison.md/.csv + PNGs
+"""
+from .builtin_inits import PretrainRecipe, builtin_checkpoint
+from .launch import BUILTIN_INITS, Init, InitError, parse_init, resolve_inits, run_comparison, run_one
+from .report import build_rows, format_table, write_report
+from .runs import RunDirError, RunRecord, find_run_dirs, read_run
+
+__all__ = [
+    "PretrainRecipe", "builtin_checkpoint", "BUILTIN_INITS", "Init", "InitError", "parse_init",
+    "resolve_inits", "run_comparison", "run_one", "build_rows", "format_table", "write_report",
+    "RunDirError", "RunRecord", "find_run_dirs", "read_run",
+]

@@ -1,0 +1,100 @@
+"""The built-in ``mae`` and ``supervised`` initialisations: tiny ViTs pretrained on the generated data.
+
+Both encoders are ViT-Ti/16 (the demo configs' backbone) trained on the built-in pretraining
+images (``builtin_pretrain``: 256 generated scenes, not the fine-tuning images), through the
+public pretraining entry points (:func:`mae_transfer.pretrain.pretrain_mae`,
+:func:`mae_transfer.pretrain.pretrain_supervised`). Checkpoints land in
+``<pretrain_dir>/<name>/checkpoint-last.pth`` and are reused when their recipe is unchanged.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mae_transfer.utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+RECIPE_FILE = "builtin_recipe.json"
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """Iterations and sizes of the built-in pretraining (defaults: the `make demo` budget).
+
+    MAE: 75% masking, normalised-pixel loss, 128 px random resized crops (8x8 patches), batch 64,
+    lr 1.5e-3 with cosine decay. Supervised: object-crop classification, 64 px crops, batch 64.
+    """
+    mae_iters: int = 600
+    mae_batch_size: int = 64
+    mae_lr: float = 1.5e-3
+    mae_img_size: int = 128
+    sup_iters: int = 300
+    sup_batch_size: int = 64
+    sup_lr: float = 1e-3
+    sup_img_size: int = 64
+    seed: int = 0
+
+    def part(self, name: str) -> dict:
+        """The fields that define one built-in's checkpoint (to tell whether it is up to date)."""
+        prefix = {"mae": "mae_", "supervised": "sup_"}[name]
+        return {k: v for k, v in asdict(self).items() if k.startswith(prefix) or k == "seed"}
+
+
+def _pretrain_mae(out: Path, recipe: PretrainRecipe) -> dict:
+    from mae_transfer.data import builtin_image_dir
+    from mae_transfer.pretrain import MAEPretrainConfig, pretrain_mae
+
+    return pretrain_mae(MAEPretrainConfig(
+        data=str(builtin_image_dir("builtin_pretrain")), output=str(out), model="mae_vit_tiny_patch16",
+        iters=recipe.mae_iters, batch_size=recipe.mae_batch_size, lr=recipe.mae_lr,
+        img_size=recipe.mae_img_size, seed=recipe.seed, log_every=max(recipe.mae_iters // 20, 1),
+        save_every=0))
+
+
+def _pretrain_supervised(out: Path, recipe: PretrainRecipe) -> dict:
+    from mae_transfer.data import builtin_dataset
+    from mae_transfer.pretrain import SupPretrainConfig, pretrain_supervised
+
+    train, val = builtin_dataset("builtin_pretrain"), builtin_dataset("builtin_coco_val")
+    return pretrain_supervised(SupPretrainConfig(
+        json=str(train.json_path), images=str(train.image_dir), output=str(out),
+        val_json=str(val.json_path), val_images=str(val.image_dir), model="vit_tiny_patch16",
+        iters=recipe.sup_iters, batch_size=recipe.sup_batch_size, lr=recipe.sup_lr,
+        img_size=recipe.sup_img_size, seed=recipe.seed, log_every=max(recipe.sup_iters // 20, 1)))
+
+
+PRETRAINERS = {"mae": _pretrain_mae, "supervised": _pretrain_supervised}
+
+
+def builtin_checkpoint(name: str, pretrain_dir: str | Path, recipe: PretrainRecipe | None = None,
+                       create: bool = True) -> Path:
+    """Path of the built-in ``name`` ("mae" or "supervised"), pretraining it first if needed.
+
+    Raises:
+        KeyError: unknown name. FileNotFoundError: missing and ``create`` is False.
+    """
+    if name not in PRETRAINERS:
+        raise KeyError(f"no built-in initialisation {name!r}; built-ins are mae, supervised, beit, random.")
+    recipe = recipe or PretrainRecipe()
+    out = Path(pretrain_dir) / name
+    checkpoint = out / "checkpoint-last.pth"
+    if is_current(name, out, recipe):
+        logger.info("built-in %s: using %s", name, checkpoint)
+        return checkpoint
+    if not create:
+        raise FileNotFoundError(f"built-in {name} checkpoint {checkpoint} is missing; run tools/demo.py "
+                                f"(or tools/pretrain_{'mae' if name == 'mae' else 'sup'}.py) first.")
+    summary = PRETRAINERS[name](out, recipe)
+    (out / RECIPE_FILE).write_text(json.dumps({"recipe": recipe.part(name), "summary": summary}, indent=1))
+    return checkpoint
+
+
+def is_current(name: str, out: Path, recipe: PretrainRecipe) -> bool:
+    """True when ``out`` holds a finished checkpoint made with this recipe."""
+    try:
+        stored = json.loads((out / RECIPE_FILE).read_text())["recipe"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return stored == recipe.part(name) and (out / "checkpoint-last.pth").is_file()
