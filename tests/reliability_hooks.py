@@ -1,0 +1,64 @@
+"""Test-only hooks for the reliability tests: freeze a run at an iteration (to SIGKILL it there),
+or turn the model's outputs into NaN. Importable by subprocesses (tests/ on PYTHONPATH)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+
+def _hang(marker: str) -> None:
+    Path(marker).touch()
+    time.sleep(3600)  # the test kills the process now
+
+
+# ----------------------------------------------------------------------------- Detectron2
+
+def det_hooks(hang_at: int | None = None, marker: str = "", nan_at: int | None = None):
+    """Detectron2 hooks: wait to be killed before iteration ``hang_at`` (0-based, after the previous
+    iteration's checkpoint was written), or fill a box-head weight with NaN before ``nan_at``."""
+    from detectron2.engine import HookBase
+
+    class _TestHook(HookBase):
+        def before_step(self):
+            if self.trainer.iter == hang_at:
+                _hang(marker)
+            if self.trainer.iter == nan_at:
+                model = getattr(self.trainer.model, "module", self.trainer.model)
+                with torch.no_grad():
+                    next(model.roi_heads.box_predictor.parameters()).fill_(float("nan"))
+
+    return [_TestHook()]
+
+
+def install_det_hooks(**kwargs) -> None:
+    """Make every ``mae_transfer.det.Trainer`` of this process append :func:`det_hooks`."""
+    from mae_transfer.det.engine import Trainer
+
+    build_hooks = Trainer.build_hooks
+    Trainer.build_hooks = lambda self: build_hooks(self) + det_hooks(**kwargs)
+
+
+# ----------------------------------------------------------------------------- MMEngine
+
+def _register_mmengine_hooks() -> None:
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    @HOOKS.register_module(force=True)
+    class HangBeforeIterHook(Hook):
+        """Wait to be killed right before iteration ``at`` (1-based)."""
+
+        def __init__(self, at: int, marker: str) -> None:
+            self.at, self.marker = at, marker
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+            if runner.iter + 1 == self.at:
+                _hang(self.marker)
+
+
+try:
+    _register_mmengine_hooks()
+except ImportError:  # Detectron2-only environment
+    pass
