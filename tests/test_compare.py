@@ -156,10 +156,11 @@ def test_demo_schedules_are_valid_overrides_of_the_demo_configs():
 
     det = load_det("demo_vit_tiny", det_schedule(120))
     assert det.SOLVER.MAX_ITER == 120 and tuple(det.SOLVER.STEPS) == (96, 111) and det.SOLVER.WARMUP_ITERS == 12
+    assert det.TEST.EVAL_PERIOD == 60
     assert tuple(load_det("demo_vit_tiny", det_schedule(2)).SOLVER.STEPS) == ()
     options = dict(o.split("=", 1) for o in seg_schedule(150))
     seg = load_seg("demo_vit_tiny", {k: int(v) for k, v in options.items()})
-    assert seg.train_cfg.max_iters == 150 and seg.train_cfg.val_interval == 150
+    assert seg.train_cfg.max_iters == 150 and seg.train_cfg.val_interval == 75
     assert [s["end"] for s in seg.param_scheduler] == [15, 150] and seg.param_scheduler[1]["begin"] == 15
 
 
@@ -170,3 +171,29 @@ def test_mae_vs_random_sentence():
     rows = [Row("mae", {"APbox": 20.0, "mIoU": 30.0}), Row("random", {"APbox": 25.0, "mIoU": 29.0})]
     assert mae_vs_random(rows) == ["APbox: MAE init did not beat random init (20.0 vs 25.0, -5.0)",
                                    "mIoU: MAE init beat random init (30.0 vs 29.0, +1.0)"]
+
+
+def test_run_one_records_time_reuses_finished_runs_and_protects_foreign_dirs(tmp_path: Path):
+    """run_one with a stand-in training command (writes a Detectron2-format metrics line)."""
+    from mae_transfer.compare import Init, RunDirError, run_one
+
+    run_dir = tmp_path / "det_x"
+    line = json.dumps({"iteration": 0, "bbox/AP": 7.0, "segm/AP": 3.0})
+    script = f"import pathlib, sys; pathlib.Path(sys.argv[1], 'metrics.json').open('a').write({line!r} + '\\n')"
+    command = [sys.executable, "-c", script, str(run_dir)]
+    record = run_one("det", command, run_dir, Init("x", None))
+    assert record.init == "x" and record.metrics == {"APbox": 7.0, "APmask": 3.0}
+    info = json.loads((run_dir / "compare_run.json").read_text())
+    assert info["returncode"] == 0 and info["wall_time_s"] >= 0 and record.train_time_s == info["wall_time_s"]
+    run_one("det", command, run_dir, Init("x", None))  # reused: the command did not run again
+    assert len((run_dir / "metrics.json").read_text().splitlines()) == 1
+    run_one("det", command, run_dir, Init("x", None), reuse=False)  # fresh: old files removed first
+    assert len((run_dir / "metrics.json").read_text().splitlines()) == 1
+    foreign = tmp_path / "det_y"
+    foreign.mkdir()
+    (foreign / "model_final.pth").write_bytes(b"keep")
+    with pytest.raises(RunDirError, match="did not write"):
+        run_one("det", command[:-1] + [str(foreign)], foreign, Init("y", None))
+    assert (foreign / "model_final.pth").read_bytes() == b"keep"
+    with pytest.raises(RunDirError, match="failed \\(exit 3\\)"):
+        run_one("det", [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "det_z", Init("z", None))

@@ -23,15 +23,17 @@ RECIPE_FILE = "builtin_recipe.json"
 class PretrainRecipe:
     """Iterations and sizes of the built-in pretraining (defaults: the `make demo` budget).
 
-    MAE: 75% masking, normalised-pixel loss, 128 px random resized crops (8x8 patches), batch 64,
-    lr 1.5e-3 with cosine decay. Supervised: object-crop classification, 64 px crops, batch 64.
+    MAE: 75% masking, normalised-pixel loss, 128 px random resized crops (8x8 patches), batch 32,
+    lr 1.5e-3 with warmup and cosine decay; 300 iterations = 37 epochs of the 256 images (about
+    0.5 s per iteration on one CPU thread). Supervised: object-crop classification (~1000 crops),
+    64 px, batch 32, 150 iterations (about 0.35 s per iteration).
     """
-    mae_iters: int = 600
-    mae_batch_size: int = 64
+    mae_iters: int = 300
+    mae_batch_size: int = 32
     mae_lr: float = 1.5e-3
     mae_img_size: int = 128
-    sup_iters: int = 300
-    sup_batch_size: int = 64
+    sup_iters: int = 150
+    sup_batch_size: int = 32
     sup_lr: float = 1e-3
     sup_img_size: int = 64
     seed: int = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -118,20 +119,29 @@ def run_one(task: str, command: list[str], run_dir: Path, init: Init, reuse: boo
         if info.get("returncode") == 0 and info.get("command") == command[1:]:
             logger.info("%s %s: finished run found in %s, not training again", task, init.name, run_dir)
             return read_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", RUN_INFO):  # a fresh run: don't mix its metrics with an old one's
-        (run_dir / stale).unlink(missing_ok=True)
+    _fresh_run_dir(run_dir)
+    info = {"init": init.name, "task": task, "weights": init.weights, "command": command[1:], "returncode": None}
+    info_path.write_text(json.dumps(info, indent=1) + "\n")  # marks the directory as ours
     logger.info("%s %s: %s", task, init.name, " ".join(command[1:]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start, cpu = time.perf_counter(), child_cpu_seconds()
     returncode = subprocess.call(command, env=env, cwd=str(REPO))
-    info = {"init": init.name, "task": task, "weights": init.weights, "command": command[1:],
-            "returncode": returncode, "wall_time_s": round(time.perf_counter() - start, 1),
-            "cpu_time_s": round(child_cpu_seconds() - cpu, 1)}
+    info.update(returncode=returncode, wall_time_s=round(time.perf_counter() - start, 1),
+                cpu_time_s=round(child_cpu_seconds() - cpu, 1))
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     if returncode != 0:
         raise RunDirError(f"{task} run for {init.name!r} failed (exit {returncode}); its log is in {run_dir}.")
     return read_run(run_dir)
+
+
+def _fresh_run_dir(run_dir: Path) -> None:
+    """Empty ``run_dir`` for a new run: only directories an earlier comparison created are removed."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not (run_dir / RUN_INFO).is_file():
+            raise RunDirError(f"{run_dir} holds files that tools/compare.py did not write; choose another "
+                              "--output (or move that directory away).")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def run_comparison(inits: Sequence[Init], out_dir: Path, tasks: Sequence[str] = TASKS,
