@@ -75,7 +75,11 @@ def _grid_rows(rows: slice, width: int) -> slice:
 def _bias_index(bias: torch.Tensor, block: Block) -> Tuple[slice, slice, slice]:
     """Index of a block in a bias that may broadcast over batch and/or heads."""
     bs, hs, rows = block
-    return (bs if bias.shape[0] > 1 else slice(None), hs if bias.shape[1] > 1 else slice(None), rows)
+    return (
+        bs if bias.shape[0] > 1 else slice(None),
+        hs if bias.shape[1] > 1 else slice(None),
+        rows,
+    )
 
 
 def _bias_block(
@@ -83,17 +87,32 @@ def _bias_block(
     rel_w: Optional[torch.Tensor],
     bias: Optional[torch.Tensor],
     block: Block,
+    lse: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """The summed bias of one block, ``(b, h, rows, N)`` (or a broadcastable view of ``bias``)."""
-    out = None
+    """The summed bias of one block, ``(b, h, rows, N)``.
+
+    With ``lse`` (backward) it is ``bias - lse[..., None]`` in a new tensor; without, a bias-only
+    block may be a broadcasting view.
+    """
+    bs, hs, rows = block
     if rel_h is not None:
-        bs, hs, rows = block
         grid_rows = _grid_rows(rows, rel_h.shape[3])
-        out = expand_decomposed(rel_h[bs, hs, grid_rows], rel_w[bs, hs, grid_rows])
-    if bias is not None:
-        part = bias[_bias_index(bias, block)]
-        out = part if out is None else out.add_(part)
+        part_h = rel_h[bs, hs, grid_rows]
+        if lse is not None:  # fold the row constant into the small factor
+            part_h = part_h - lse[bs, hs, rows].view(part_h.shape[:-1] + (1,)).to(part_h.dtype)
+        out = expand_decomposed(part_h, rel_w[bs, hs, grid_rows])
+        if bias is not None:
+            out.add_(bias[_bias_index(bias, block)])
+        return out
+    out = bias[_bias_index(bias, block)]  # a view (may broadcast) without lse
+    if lse is not None:
+        out = out - lse[bs, hs, rows].unsqueeze(-1).to(out.dtype)
     return out
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """``(b, h, n, d) -> (b*h, n, d)`` (a copy only when the view is impossible)."""
+    return t.reshape((-1,) + tuple(t.shape[2:]))
 
 
 class _CpuBiasedSDPA(torch.autograd.Function):
@@ -132,20 +151,24 @@ class _CpuBiasedSDPA(torch.autograd.Function):
         d_rel_h = torch.empty_like(rel_h) if need_rel else None
         d_rel_w = torch.empty_like(rel_w) if need_rel else None
         d_bias = torch.zeros_like(bias) if need_bias else None
-        delta = (grad_out * out).sum(-1, keepdim=True)  # (B, heads, N, 1)
+        minus_delta = (grad_out * out).sum(-1, keepdim=True).neg_()  # (B, heads, N, 1)
         for block in _blocks(batch, heads, n, ctx.row_unit):
             bs, hs, rows = block
-            qb, kb, vb, gb = q[bs, hs, rows], k[bs, hs], v[bs, hs], grad_out[bs, hs, rows]
-            # probabilities p = exp(q k^T * scale + bias - lse), recomputed
-            p = torch.matmul(qb, kb.transpose(-1, -2)).mul_(scale)
-            p.add_(_bias_block(rel_h, rel_w, bias, block))
-            p.sub_(lse[bs, hs, rows].unsqueeze(-1).to(p.dtype)).exp_()
-            dv[bs, hs] += torch.matmul(p.transpose(-1, -2), gb)
+            qb, kb, vb, gb = (_flat(t) for t in (q[bs, hs, rows], k[bs, hs], v[bs, hs],
+                                                  grad_out[bs, hs, rows]))  # fmt: skip
+            # probabilities p = exp(q k^T * scale + bias - lse), recomputed; the GEMM adds into
+            # the (bias - lse) block in place
+            p = _bias_block(rel_h, rel_w, bias, block, lse=lse)
+            shape = p.shape
+            p = p.reshape(-1, shape[-2], shape[-1])
+            p.baddbmm_(qb, kb.transpose(1, 2), alpha=scale).exp_()
+            dv[bs, hs] += torch.bmm(p.transpose(1, 2), gb).view(dv[bs, hs].shape)
             # d logits = p * (grad_out v^T - rowsum(grad_out * out))
-            ds = torch.matmul(gb, vb.transpose(-1, -2)).sub_(delta[bs, hs, rows]).mul_(p)
+            ds = torch.baddbmm(_flat(minus_delta[bs, hs, rows]), gb, vb.transpose(1, 2)).mul_(p)
             del p
-            dq[bs, hs, rows] = torch.matmul(ds, kb).mul_(scale)
-            dk[bs, hs] += torch.matmul(ds.transpose(-1, -2), qb).mul_(scale)
+            dq[bs, hs, rows] = torch.bmm(ds, kb).mul_(scale).view(dq[bs, hs, rows].shape)
+            dk[bs, hs] += torch.bmm(ds.transpose(1, 2), qb).mul_(scale).view(dk[bs, hs].shape)
+            ds = ds.view(shape)
             if need_rel:
                 grid_rows = _grid_rows(rows, rel_h.shape[3])
                 b_, h_, hq, w, h = rel_h[bs, hs, grid_rows].shape
@@ -188,5 +211,9 @@ def attention(
         if scale is None:
             scale = q.shape[-1] ** -0.5
         return _CpuBiasedSDPA.apply(q, k, v, rel_h, rel_w, bias, scale)
-    mask = _bias_block(rel_h, rel_w, bias, (slice(None),) * 3)
+    if rel_h is not None:
+        mask = expand_decomposed(rel_h, rel_w)
+        mask = mask if bias is None else mask + bias
+    else:
+        mask = bias
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=scale)
