@@ -374,6 +374,28 @@ def test_same_vitb_weights_give_the_same_features_in_seg_and_det_wrappers(tmp_pa
         torch.testing.assert_close(seg_map, timm_map, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the quirk only shows without CUDA")
+def test_process_group_set_up_works_where_mmengines_fails_without_cuda(monkeypatch):
+    """STACK.md: MMEngine's init_dist calls torch.cuda.set_device unconditionally; ours uses gloo."""
+    import torch.distributed as dist
+    from mmengine.dist import init_dist
+
+    from mae_transfer.seg.runner import destroy_distributed, init_distributed
+
+    for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(31500 + os.getpid() % 1000)).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises((RuntimeError, AssertionError)):
+        init_dist("pytorch", backend="gloo")
+    assert not dist.is_initialized()
+    try:
+        assert init_distributed("pytorch") == (0, 1)
+        assert dist.get_backend() == "gloo"
+    finally:
+        destroy_distributed()
+    assert not dist.is_initialized()
+
+
 def test_cpu_adaptation_of_a_gpu_config():
     """What makes GPU configs run on CPU (the fix of STACK.md): SyncBN -> BN, fp32, CPU DDP wrapper."""
     from mae_transfer.seg.runner import adapt_to_device
