@@ -374,6 +374,20 @@ def test_same_vitb_weights_give_the_same_features_in_seg_and_det_wrappers(tmp_pa
         torch.testing.assert_close(seg_map, timm_map, rtol=1e-4, atol=1e-4)
 
 
+def test_resume_picks_the_last_complete_checkpoint(tmp_path):
+    """``last_checkpoint`` when it names a file; else the largest iter_N.pth; partial writes never."""
+    from mae_transfer.seg.runner import find_last_checkpoint
+
+    assert find_last_checkpoint(tmp_path) is None
+    for name in ("iter_2.pth", "iter_10.pth", ".iter_12.pth.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    assert find_last_checkpoint(tmp_path) == tmp_path / "iter_10.pth"  # numeric, not lexicographic
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_2.pth"))
+    assert find_last_checkpoint(tmp_path) == tmp_path / "iter_2.pth"
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_12.pth"))  # its write never finished
+    assert find_last_checkpoint(tmp_path) == tmp_path / "iter_10.pth"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the quirk only shows without CUDA")
 def test_process_group_set_up_works_where_mmengines_fails_without_cuda(monkeypatch):
     """STACK.md: MMEngine's init_dist calls torch.cuda.set_device unconditionally; ours uses gloo."""
