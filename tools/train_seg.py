@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classes", help="text file with one class name per line (label 1 first; 0 = ignored)")
     parser.add_argument("--show-dir", help="write PNGs of predictions beside ground truth here")
     parser.add_argument("--unsafe-load", action="store_true", help="allow checkpoints that need pickled code (trusted files only)")
+    parser.add_argument("--skip-unreadable-images", action="store_true",
+                        help="skip training images that cannot be decoded (logged with a count) instead of stopping")
     args = parser.parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
@@ -48,15 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     from mae_transfer.seg.config import ConfigError, prepare_config
     from mae_transfer.seg.hooks import NonFiniteLossError
     from mae_transfer.seg.runner import CheckpointLoadError, run
+    from mae_transfer.seg.guards import check_inputs
+    from mae_transfer.utils.errors import one_sentence, user_error_types
 
     try:
         cfg = prepare_config(args.config, cfg_options=args.cfg_options, launcher=args.launcher,
                              work_dir=args.work_dir, data_root=args.data_root, classes=args.classes,
                              amp=args.amp, resume=args.resume, eval_only=args.eval_only,
                              show_dir=args.show_dir, unsafe_load=args.unsafe_load)
+        check_inputs(cfg, eval_only=bool(args.eval_only), resume=args.resume,
+                     skip_unreadable=args.skip_unreadable_images)
         run(cfg, eval_only=bool(args.eval_only))
-    except (ConfigError, CheckpointLoadError, NonFiniteLossError) as error:
-        print(f"train_seg.py: error: {error}", file=sys.stderr)
+    except (ConfigError, CheckpointLoadError, NonFiniteLossError, *user_error_types()) as error:
+        print(f"train_seg.py: error: {one_sentence(error)}", file=sys.stderr)
         return 1
     return 0
 
