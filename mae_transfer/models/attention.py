@@ -157,12 +157,14 @@ class RelativePositionBias(nn.Module):
             num_heads: attention heads.
         """
         super().__init__()
-        self.window = to_2tuple(window)
+        self.window_size = to_2tuple(window)  # timm's name for the table's grid
         self.relative_position_bias_table = nn.Parameter(
-            torch.zeros(beit_num_relative_distance(self.window), num_heads)
+            torch.zeros(beit_num_relative_distance(self.window_size), num_heads)
         )
         self.register_buffer(
-            "relative_position_index", beit_relative_position_index(self.window), persistent=False
+            "relative_position_index",
+            beit_relative_position_index(self.window_size),
+            persistent=False,
         )
 
     def forward(self, hw: Tuple[int, int], num_prefix_tokens: int) -> torch.Tensor:
@@ -170,7 +172,7 @@ class RelativePositionBias(nn.Module):
         return beit_bias(
             self.relative_position_bias_table,
             self.relative_position_index,
-            self.window,
+            self.window_size,
             hw,
             num_prefix_tokens,
         )
@@ -219,8 +221,10 @@ class Attention(nn.Module):
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
         self.rel_pos = rel_pos
-        self.window_size = window_size
+        self.window = window_size
+        # grid the relative tables are built for; ``window_size`` is timm's name for it
         self.input_size = to_2tuple(input_size) if input_size is not None else None
+        self.window_size = self.input_size
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias and not qv_bias)
         if qv_bias:
@@ -296,7 +300,7 @@ class Attention(nn.Module):
             ``(B, P + h*w, C)``.
         """
         b, n, c = x.shape
-        ws = self.window_size
+        ws = self.window
         if ws <= 0:
             out = self._attend(F.linear(x, self.qkv.weight, self._qkv_bias()), hw, num_prefix_tokens,
                                shared_bias)  # fmt: skip
