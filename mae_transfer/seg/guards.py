@@ -24,6 +24,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS, TRANSFORMS
 
+from mae_transfer.checkpoints import read_checkpoint
 from mae_transfer.utils.errors import UserError
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.weights_fit import check_weights_fit
@@ -87,6 +88,7 @@ def _is_local(path: Any) -> bool:
 
 
 def check_checkpoint_paths(cfg: Config, *, eval_only: bool) -> None:
+    """The backbone's pretrained checkpoint and ``load_from`` exist and read safely (once, here)."""
     backbone = _backbone(cfg) or {}
     pretrained = backbone.get("pretrained") or (backbone.get("init_cfg") or {}).get("checkpoint")
     if _is_local(pretrained) and not Path(pretrained).is_file():
@@ -96,6 +98,9 @@ def check_checkpoint_paths(cfg: Config, *, eval_only: bool) -> None:
     if _is_local(load_from) and not Path(load_from).is_file():
         option = "--eval-only" if eval_only else "load_from"
         raise UserError(f"Checkpoint {load_from} ({option}) does not exist; check the path.")
+    for path in (pretrained, load_from):  # truncated or code-running files: refused before the run starts
+        if _is_local(path):
+            read_checkpoint(path, unsafe=bool(cfg.get("unsafe_load")))
 
 
 # ----------------------------------------------------------------------------- ADE20K-layout folders
