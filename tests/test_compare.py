@@ -95,6 +95,8 @@ def test_read_runs_in_framework_formats(runs: Path):
     assert seg.curves["mIoU"] == [(2, 30.0), (4, 44.5)]
     assert [v for _, v in seg.losses] == [1.2, 0.9, 0.7, 0.6]
     assert seg.train_time_s == pytest.approx(8.0)  # 4 iterations x 2.0 s
+    (runs / "seg_random" / "compare_run.json").unlink()  # a run tools/compare.py did not launch
+    assert read_run(runs / "seg_random").init == "random" and read_run(runs / "seg_random", "x").init == "x"
 
 
 def test_compare_collect_writes_table_csv_and_pngs(runs: Path, tmp_path: Path):

@@ -7,7 +7,8 @@
     python tools/compare.py --inits mae=mae_vitb.pth deit=deit_b.pth --det-config coco_vitb_mae \
         --seg-config ade20k_vitb_mae --output output/vitb
     # only tabulate runs that already finished (det and/or seg run directories, or folders of them)
-    python tools/compare.py --collect output/vitb/det_mae output/vitb/det_deit --output output/table
+    python tools/compare.py --collect output/vitb --output output/table
+    python tools/compare.py --collect mae=runs/coco_mae mae=runs/ade_mae deit=runs/coco_deit --output t
 
 Writes OUTPUT/comparison.md, comparison.csv and PNGs (comparison.png, bar_<metric>.png,
 loss_<task>.png, curve_<metric>.png). Built-ins: mae / supervised (tiny ViTs pretrained on the
@@ -29,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inits", nargs="+", default=[], metavar="INIT",
                    help="mae, supervised, beit, random, NAME=CHECKPOINT or CHECKPOINT")
     p.add_argument("--collect", nargs="+", default=[], metavar="DIR",
-                   help="read finished run directories (or folders of them) instead of training")
+                   help="read finished run directories (or folders of them; NAME=DIR names the row) "
+                        "instead of training")
     p.add_argument("--output", default="output/compare", help="where runs, tables and PNGs go")
     p.add_argument("--tasks", nargs="+", choices=["det", "seg"], default=["det", "seg"])
     p.add_argument("--det-config", default="demo_vit_tiny", help="configs/det name or path")
@@ -55,7 +57,10 @@ def main(argv=None) -> int:
     out = Path(args.output)
     try:
         if args.collect:
-            records = [read_run(d) for d in find_run_dirs(args.collect)]
+            records = []
+            for entry in args.collect:  # DIR, or NAME=DIR to name the row
+                name, _, path = entry.partition("=") if "=" in entry else ("", "", entry)
+                records += [read_run(d, name or None) for d in find_run_dirs([path])]
         else:
             inits = resolve_inits(args.inits, Path(args.pretrain_dir or out / "pretrain"))
             records = run_comparison(inits, out, args.tasks, args.det_config, args.seg_config,

@@ -4,6 +4,7 @@
     python tools/demo.py                       # ~12 min on 2 CPU cores; output in output/demo
     python tools/demo.py --quick               # a few iterations per stage: checks the whole path
     python tools/demo.py --skip-pretrain       # reuse output/demo/pretrain/{mae,supervised}
+    python tools/demo.py --threads 1           # on a machine shared with other jobs
 
 Stages: build the built-in datasets; pretrain a tiny MAE and a tiny supervised ViT-Ti/16 on the
 built-in images; fine-tune Mask R-CNN (configs/det/demo_vit_tiny.yaml) and UperNet
@@ -14,6 +15,7 @@ Finished stages are reused when the demo is run again (--fresh trains everything
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -37,11 +39,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--det-iters", type=int, help="Mask R-CNN fine-tuning iterations per init")
     p.add_argument("--seg-iters", type=int, help="UperNet fine-tuning iterations per init")
     p.add_argument("--fresh", action="store_true", help="fine-tune again even where a finished run exists")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per process (default: PyTorch's). Use 1 on a machine shared with other "
+                        "jobs: oversubscribed OpenMP threads can make each iteration 10x slower")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:  # before torch is imported; the training subprocesses inherit it
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = str(args.threads)
     setup_logging()
     from mae_transfer.compare import InitError, RunDirError
     from mae_transfer.compare.demo import DemoPlan, run_demo

@@ -12,7 +12,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from mae_transfer.utils.logger import get_logger
 

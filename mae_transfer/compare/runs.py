@@ -141,8 +141,14 @@ def _seg_train_time(run_dir: Path) -> float | None:
     return total
 
 
+def _strip_task_prefix(name: str, task: str) -> str:
+    """``det_mae`` -> ``mae`` (the names tools/compare.py gives), so det and seg runs share a row."""
+    return name[len(task) + 1:] if name.startswith(f"{task}_") and len(name) > len(task) + 1 else name
+
+
 def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
-    """Read one run directory; ``init`` overrides the name (default: compare_run.json or dir name)."""
+    """Read one run directory; ``init`` overrides the row name (default: the name in
+    compare_run.json, else the directory name without a ``det_``/``seg_`` prefix)."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
@@ -157,7 +163,7 @@ def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
     losses, curves = _det_curves(records) if task == "det" else _seg_curves(records)
     train_time = _det_train_time(run_dir) if task == "det" else _seg_train_time(run_dir)
     return RunRecord(
-        init=init or info.get("init") or run_dir.name,
+        init=init or info.get("init") or _strip_task_prefix(run_dir.name, task),
         task=task,
         path=run_dir,
         metrics={m: c[-1][1] for m, c in curves.items() if c and math.isfinite(c[-1][1])},
