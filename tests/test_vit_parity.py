@@ -148,3 +148,27 @@ def test_matches_mmseg_mae(img_size):
     assert len(got) == len(expected) == 2
     for g, e in zip(got, expected):
         assert _max_diff(g, e) < ATOL
+
+
+# -- presets -------------------------------------------------------------------------------------
+
+TIMM_NAMES = {
+    "vit_tiny_patch16": "vit_tiny_patch16_224",
+    "vit_small_patch16": "vit_small_patch16_224",
+    "vit_base_patch16": "vit_base_patch16_224",
+    "vit_large_patch16": "vit_large_patch16_224",
+    "vit_huge_patch14": "vit_huge_patch14_224",
+    "beit_base_patch16": "beit_base_patch16_224",
+    "beit_large_patch16": "beit_large_patch16_224",
+}
+
+
+@pytest.mark.parametrize("preset", sorted(TIMM_NAMES))
+def test_preset_has_timm_state_dict_layout(preset):
+    """Full-size presets have exactly timm's keys and shapes (head-less, token pooling), so
+    official weights load strictly. Built on the meta device: shapes only, no memory or init."""
+    with torch.device("meta"):
+        ref = timm.create_model(TIMM_NAMES[preset], num_classes=0, global_pool="token")
+        ours = create_vit(preset)
+    expected = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == expected
