@@ -13,6 +13,7 @@ Differences from ``DefaultTrainer``, each for a reason:
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -124,8 +125,14 @@ class Trainer(DefaultTrainer):
             set_rng_state(state_dict["rng"])
 
     def train(self) -> OrderedDict | None:
-        """Train, evaluate at the end, and log one summary line with bbox and mask AP."""
+        """Train, evaluate at the end, and log one summary line with bbox and mask AP.
+
+        Every rank also logs a digest of its weights before and after training (``log.txt`` /
+        ``log.txt.rank{r}``); in a healthy data-parallel run all ranks log the same digests.
+        """
+        logger.info(f"Weights digest at iteration {self.start_iter}: {weights_digest(self.model)}")
         results = super().train()
+        logger.info(f"Weights digest at iteration {self.iter}: {weights_digest(self.model)}")
         results = getattr(self, "_last_eval_results", results)
         if comm.is_main_process() and results:
             logger.info(summary_line(results, self.cfg.OUTPUT_DIR))
@@ -145,6 +152,15 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
         return COCOEvaluator(dataset_name, output_dir=os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of all parameters and buffers, in state-dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _has_vit(model: torch.nn.Module) -> bool:
