@@ -30,7 +30,6 @@ __all__ = [
     "RelativePositionBias",
     "beit_bias",
     "window_partition",
-    "window_unpartition",
     "window_unpartition_heads",
     "decomposed_rel_terms",
 ]
@@ -55,25 +54,12 @@ def window_partition(x: torch.Tensor, window: int) -> Tuple[torch.Tensor, Tuple[
     return x.reshape(-1, window * window, c), (hp, wp)
 
 
-def window_unpartition(
-    windows: torch.Tensor, window: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B * nW, ws*ws, C) -> (B, H, W, C)``, padding cut."""
-    hp, wp = padded_hw
-    h, w = hw
-    c = windows.shape[-1]
-    x = windows.view(-1, hp // window, wp // window, window, window, c).transpose(2, 3)
-    x = x.reshape(-1, hp, wp, c)
-    if hp > h or wp > w:
-        x = x[:, :h, :w]
-    return x
-
-
 def window_unpartition_heads(
     out: torch.Tensor, window: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
 ) -> torch.Tensor:
-    """Per-window, per-head attention output ``(B * nW, heads, ws*ws, d)`` -> ``(B, H, W, heads*d)``
-    (padding cut), with a single copy."""
+    """Inverse of :func:`window_partition` applied to per-head attention outputs:
+    ``(B * nW, heads, ws*ws, d) -> (B, H, W, heads*d)``, heads merged and padding cut in one copy.
+    """
     hp, wp = padded_hw
     h, w = hw
     _, heads, _, d = out.shape
