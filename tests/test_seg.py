@@ -104,10 +104,16 @@ def test_misspelled_cfg_option_is_reported_with_the_closest_key():
         load_config("ade20k_vitb_mae", {"model.backbone.drop_pth": 0.2})
     with pytest.raises(ConfigError, match=r"did you mean 'train_dataloader\.batch_size'"):
         load_config("ade20k_vitb_mae", {"train_dataloader.batch_sise": 4})
-    # existing keys and constructor arguments the config does not spell out are accepted
-    cfg = load_config("ade20k_vitb_mae", {"model.backbone.drop_path": 0.2, "model.backbone.grad_checkpointing": True,
-                                          "model.decode_head.dropout_ratio": 0.0, "auto_scale_lr.enable": True})
+    with pytest.raises(ConfigError, match=r"did you mean 'train_cfg\.max_iters'"):
+        load_config("ade20k_vitb_mae", {"train_cfg.max_iter": 10})  # a Runner loop's argument
+    # existing keys and arguments of the component that the config does not spell out are accepted
+    cfg = load_config("ade20k_vitb_mae", {
+        "model.backbone.drop_path": 0.2, "model.backbone.grad_checkpointing": True,
+        "model.decode_head.dropout_ratio": 0.0, "auto_scale_lr.enable": True,
+        "optim_wrapper.paramwise_cfg.freeze": "last_k_blocks:4", "train_dataloader.pin_memory": True,
+        "randomness.deterministic": True})
     assert cfg.model.backbone.grad_checkpointing is True and cfg.auto_scale_lr.enable is True
+    assert cfg.optim_wrapper.paramwise_cfg["freeze"] == "last_k_blocks:4"
 
 
 def test_tool_reports_user_errors_in_one_line(ade_data, tmp_path, capsys):

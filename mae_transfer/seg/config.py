@@ -36,10 +36,11 @@ def resolve_config(name_or_path: str) -> Path:
 
 
 def _registered_class(type_name: Any) -> type | None:
-    from mmseg.registry import DATASETS, HOOKS, MODELS, OPTIM_WRAPPERS, OPTIMIZERS, PARAM_SCHEDULERS, TRANSFORMS
+    from mmseg import registry as r
     if not isinstance(type_name, str):
         return type_name if inspect.isclass(type_name) else None
-    for registry in (MODELS, DATASETS, TRANSFORMS, HOOKS, OPTIMIZERS, OPTIM_WRAPPERS, PARAM_SCHEDULERS):
+    for registry in (r.MODELS, r.DATASETS, r.TRANSFORMS, r.HOOKS, r.OPTIMIZERS, r.OPTIM_WRAPPERS, r.PARAM_SCHEDULERS,
+                     r.LOOPS, r.METRICS, r.DATA_SAMPLERS, r.VISUALIZERS, r.VISBACKENDS, r.LOG_PROCESSORS):
         cls = registry.get(type_name)
         if cls is not None:
             return cls
@@ -64,10 +65,33 @@ def _constructor_args(cls: type) -> tuple[set[str], bool]:
     return names - {"self"}, True
 
 
-def _known_keys(node: Mapping, at_top: bool) -> tuple[set[str], bool]:
+def _typeless_keys(path: str, parent: Mapping | None) -> set[str]:
+    """Keys of the Runner's dicts that carry no ``type`` (their consumers' arguments)."""
+    from mmengine.runner import LogProcessor
+    from torch.utils.data import DataLoader
+
+    from .optimizer import PARAMWISE_KEYS
+
+    if path.endswith("_dataloader"):
+        return set(inspect.signature(DataLoader.__init__).parameters) - {"self"} | {"sampler", "dataset"}
+    if path == "optim_wrapper.paramwise_cfg" and (parent or {}).get("constructor") == "MAETransferOptimizerConstructor":
+        return set(PARAMWISE_KEYS)
+    return {
+        "randomness": {"seed", "deterministic", "diff_rank_seed"},
+        "env_cfg": {"cudnn_benchmark", "mp_cfg", "dist_cfg", "resource_limit"},
+        "auto_scale_lr": {"enable", "base_batch_size"},
+        "log_processor": set(inspect.signature(LogProcessor.__init__).parameters) - {"self"},
+    }.get(path, set())
+
+
+def _known_keys(node: Mapping, path: str, parent: Mapping | None) -> tuple[set[str], bool]:
     keys = set(node)
-    if at_top:
+    if not path:
         return keys | RUNNER_KEYS, False
+    if path == "optim_wrapper":
+        keys |= {"constructor", "paramwise_cfg"}  # read by the optimizer-wrapper builder
+    if "type" not in node:
+        return keys | _typeless_keys(path, parent), False
     cls = _registered_class(node.get("type"))
     if cls is None:
         return keys, "type" in node  # an unregistered type: cannot tell, accept
@@ -80,6 +104,7 @@ def check_overrides(cfg: Config, options: Mapping[str, Any]) -> None:
     nor is an argument of the component it configures (with the closest existing key)."""
     for dotted in options:
         node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+        parent = None
         parts = dotted.split(".")
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth]) or "the top level"
@@ -91,7 +116,7 @@ def check_overrides(cfg: Config, options: Mapping[str, Any]) -> None:
                 continue
             if not isinstance(node, Mapping):
                 break  # replacing a scalar by a dict/value below it: the value decides
-            known, open_ended = _known_keys(node, at_top=depth == 0)
+            known, open_ended = _known_keys(node, ".".join(parts[:depth]), parent)
             if part not in known and not open_ended:
                 close = difflib.get_close_matches(part, sorted(known), n=1)
                 hint = f"did you mean '{'.'.join(parts[:depth] + close)}'?" if close else \
@@ -99,7 +124,7 @@ def check_overrides(cfg: Config, options: Mapping[str, Any]) -> None:
                 raise ConfigError(f"Unknown --cfg-options key '{dotted}': '{part}' is not a key of {where}; {hint}")
             if part not in node:
                 break
-            node = node[part]
+            parent, node = node, node[part]
 
 
 def load_config(name_or_path: str, cfg_options: Mapping[str, Any] | None = None) -> Config:
