@@ -161,6 +161,13 @@ def _resume_from_corrupt(good: Path, tmp: Path) -> list[str]:
     return ["--resume", "--work-dir", str(work)]
 
 
+def _misspelled_config(tmp: Path) -> str:
+    config = tmp / "mine.py"
+    config.write_text(f"_base_ = [{str(REPO / 'configs' / 'seg' / 'demo_vit_tiny.py')!r}]\n"
+                      "model = dict(backbone=dict(drop_pth=0.2))\n")
+    return str(config)
+
+
 def _case(*flags: str, options: tuple[str, ...] = (), config: str = "demo_vit_tiny", dataset: bool = True):
     return dict(flags=list(flags), options=tuple(options), config=config, dataset=dataset)
 
@@ -171,6 +178,8 @@ def _case(*flags: str, options: tuple[str, ...] = (), config: str = "demo_vit_ti
 CASES = [
     ("misspelled_cfg_option", lambda a, g, t: _case(options=("model.backbone.drop_pth=0.2",)),
      "did you mean 'model.backbone.drop_path'?", True),
+    ("misspelled_key_in_config_file", lambda a, g, t: _case(config=_misspelled_config(t)),
+     "Unknown key 'drop_pth' in model.backbone (MAETransferViT) of config", True),
     ("bad_list_index", lambda a, g, t: _case(options=("model.decode_head.in_channels.7=3",)),
      "is a list of 4; '7' is not a valid index", True),
     ("missing_config", lambda a, g, t: _case(config="demo_vit_tiyn"), "(did you mean 'demo_vit_tiny'?)", True),

@@ -1,7 +1,7 @@
 """Checks that turn bad segmentation inputs into one clear sentence, before a run starts if possible.
 
 * :func:`check_inputs` (``tools/train_seg.py``, before the Runner is built or any file written):
-  the launcher's environment, checkpoint paths, image/label pairs of ADE20K-layout folders, and
+  the launcher's environment, every component's keys (misspellings in config files), checkpoint paths, image/label pairs of ADE20K-layout folders, and
   an earlier run's checkpoints in the work dir (never overwritten by a new run); it also passes
   ``--unsafe-load`` on to the backbone's pretrained weights, adds the per-sample checks below to
   the pipelines and the checkpoint-architecture check to the hooks.
@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -40,6 +41,7 @@ def check_inputs(cfg: Config, *, eval_only: bool = False, resume: bool = False,
                  skip_unreadable: bool = False) -> None:
     """Check (and arm the checks of) one run's config; raises :class:`UserError`."""
     check_launcher(cfg.get("launcher", "none"))
+    check_component_keys(cfg)
     _pass_unsafe_load_to_backbone(cfg)
     check_checkpoint_paths(cfg, eval_only=eval_only)
     loaders = ["test_dataloader"] if eval_only else ["train_dataloader", "val_dataloader"]
@@ -101,6 +103,44 @@ def check_checkpoint_paths(cfg: Config, *, eval_only: bool) -> None:
     for path in (pretrained, load_from):  # truncated or code-running files: refused before the run starts
         if _is_local(path):
             read_checkpoint(path, unsafe=bool(cfg.get("unsafe_load")))
+
+
+# ----------------------------------------------------------------------------- component keys
+
+# Keys MMEngine reads from a component dict itself, before the class is built.
+_CONSUMED_BEFORE_BUILD = {"optim_wrapper": {"paramwise_cfg", "constructor"}}
+
+
+def _components(node: Any, path: str) -> Iterator[tuple[str, Mapping]]:
+    """(dotted path, dict) of every dict with a ``type`` in a config tree."""
+    if isinstance(node, Mapping):
+        if "type" in node:
+            yield path, node
+        for key, value in node.items():
+            yield from _components(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _components(value, f"{path}.{index}")
+
+
+def check_component_keys(cfg: Config) -> None:
+    """Every key of a component in the config is an argument of its class (misspellings in config
+    files would otherwise surface as a TypeError deep inside the Runner, or be silently ignored)."""
+    from .config import _constructor_args, _registered_class  # the same rule --cfg-options uses
+
+    for path, node in _components(cfg._cfg_dict.to_dict(), ""):
+        cls = _registered_class(node.get("type"))
+        if cls is None or path.rsplit(".", 1)[-1].endswith("_cfg"):
+            continue  # norm_cfg/act_cfg/init_cfg... are read by mmcv's builders, which take extra keys
+        accepted, open_ended = _constructor_args(cls)
+        if open_ended:
+            continue
+        accepted |= {"type", "_scope_"} | _CONSUMED_BEFORE_BUILD.get(path, set())
+        for key in node:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, sorted(accepted), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"{cls.__name__} accepts {', '.join(sorted(accepted))}."
+                raise UserError(f"Unknown key '{key}' in {path} ({cls.__name__}) of config {cfg.filename}; {hint}")
 
 
 # ----------------------------------------------------------------------------- ADE20K-layout folders
