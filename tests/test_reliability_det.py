@@ -302,3 +302,53 @@ def test_nan_loss_stops_with_the_iteration_and_terms_and_the_last_checkpoint_loa
     loaded = copy.deepcopy(model.state_dict())
     for key, value in state["model"].items():
         torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_unsafe_load_is_the_opt_in_the_message_names(coco, good_run, tmp_path):
+    """A trusted checkpoint holding a pickled object (not plain weights) loads with --unsafe-load only."""
+    from fractions import Fraction
+
+    trusted = tmp_path / "trusted.pth"
+    checkpoint = torch.load(good_run / "model_final.pth", weights_only=True)
+    torch.save({"model": checkpoint["model"], "note": Fraction(1, 3)}, trusted)
+    argv = _argv(coco, tmp_path / "out", "--eval-only", "MODEL.WEIGHTS", str(trusted))
+    code, err = run_tool(run, argv)
+    assert code == 1 and "--unsafe-load" in last_error_line(err)
+    code, err = run_tool(run, argv[:2] + ["--unsafe-load"] + argv[2:])
+    assert code == 0, err[-2000:]
+
+
+def test_resume_skips_a_last_checkpoint_pointer_to_a_missing_file(coco, good_run, tmp_path):
+    output = tmp_path / "out"
+    shutil.copytree(good_run, output)
+    (output / "model_final.pth").unlink()  # last_checkpoint still names it
+    (output / "model_0000003.pth").unlink()
+    assert run(_argv(coco, output, "--resume")) == 0
+    assert "does not exist; resuming from" in (output / "log.txt").read_text()
+    expected = torch.load(good_run / "model_final.pth", weights_only=True)["model"]
+    final = torch.load(output / "model_final.pth", weights_only=True)["model"]
+    for key, value in expected.items():
+        torch.testing.assert_close(final[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_checkpoint_write_interrupted_midway_leaves_the_previous_one(tmp_path, monkeypatch):
+    """A crash while a checkpoint is written: no partial file under the final name, the pointer still
+    names the previous checkpoint, and no temporary file is left behind."""
+    from mae_transfer.det.checkpoint import AtomicCheckpointer
+
+    checkpointer = AtomicCheckpointer(torch.nn.Linear(4, 4), str(tmp_path))
+    checkpointer.save("model_0000000")
+    real_save = torch.save
+
+    def crash_midway(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(10)
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_0000001")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000000.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000000.pth")
+    checkpointer.resume_or_load("", resume=True)  # reads back

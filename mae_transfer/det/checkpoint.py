@@ -11,7 +11,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from mae_transfer.checkpoints import read_checkpoint
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 
-from .guards import check_weights_fit
+from .guards import check_weights_fit, newest_checkpoint
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -52,6 +52,13 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.logger.info(f"Saving checkpoint to {path}")
         atomic_torch_save(data, path)
         self.tag_last_checkpoint(basename)
+
+    def get_checkpoint_file(self) -> str:
+        """The file ``last_checkpoint`` names, or, when that file is gone, the newest ``model_*.pth``."""
+        named = super().get_checkpoint_file()
+        if not named or os.path.isfile(named):
+            return named
+        return newest_checkpoint(self.save_dir, missing=named)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)

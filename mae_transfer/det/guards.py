@@ -268,3 +268,16 @@ def check_weights_fit(model_state: Mapping[str, torch.Tensor], checkpoint_state:
     weights_fit.check_weights_fit(model_state, checkpoint_state, filename=filename, option="MODEL.WEIGHTS",
                                   backbone_option="MODEL.VIT.WEIGHTS",
                                   config_hint="use a config that matches the checkpoint (MODEL.VIT.*)")
+
+
+def newest_checkpoint(save_dir: str, missing: str) -> str:
+    """The newest ``model_*.pth`` in ``save_dir`` (``model_final`` first) when ``last_checkpoint`` names
+    the file ``missing``, which is gone; raises :class:`UserError` when there is none."""
+    names = sorted(n for n in os.listdir(save_dir) if re.fullmatch(r"model_\d+\.pth", n))
+    if os.path.isfile(os.path.join(save_dir, "model_final.pth")):
+        names.append("model_final.pth")
+    if not names:
+        raise UserError(f"--resume: {os.path.join(save_dir, 'last_checkpoint')} names {missing}, which does not "
+                        "exist, and there is no other model_*.pth; restore the file or start without --resume.")
+    logger.warning("last_checkpoint names %s, which does not exist; resuming from %s", missing, names[-1])
+    return os.path.join(save_dir, names[-1])
