@@ -182,6 +182,9 @@ CASES = [
      "has none of this model's parameters", False),
     ("vit_weights_other_width", lambda c, g, t: ["MODEL.VIT.WEIGHTS", _mae_checkpoint(t)], "mae_vit.pth", False),
     ("image_undecodable", lambda c, g, t: _broken_image_dir(c, t), "DATALOADER.SKIP_UNREADABLE_IMAGES True", False),
+    ("eval_image_undecodable", lambda c, g, t: ["--eval-only", *_broken_image_dir(c, t)[:4], "MODEL.WEIGHTS",
+                                                 str(g / "model_final.pth"), "DATASETS.TEST", f"('img_{t.name}',)"],
+     "cannot be used (not a decodable image)", False),
     ("image_size_differs_from_json", lambda c, g, t: _broken_image_dir(c, t, size_only=True),
      "its size differs from the (height, width) (64, 64) in the json", False),
 ]

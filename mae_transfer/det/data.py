@@ -15,7 +15,9 @@ from typing import Iterator
 
 import detectron2.data.transforms as T
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, build_detection_train_loader
+from detectron2.data import (
+    DatasetCatalog, DatasetMapper, MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+)
 from detectron2.data import detection_utils
 from detectron2.data.datasets import register_coco_instances
 from detectron2.utils import comm
@@ -77,6 +79,11 @@ def build_train_loader(cfg: CfgNode, start_iter: int = 0):
         per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         loader_args["sampler"] = _SkipSampler(loader_args["sampler"], start_iter * per_rank)
     return build_detection_train_loader(**loader_args)
+
+
+def build_test_loader(cfg: CfgNode, dataset_name: str):
+    """Detectron2's test loader; an image that cannot be read stops evaluation naming the file."""
+    return build_detection_test_loader(cfg, dataset_name, mapper=CheckedMapper(DatasetMapper(cfg, is_train=False)))
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:

@@ -32,7 +32,7 @@ from mae_transfer.optim import find_backbone_prefix
 
 from . import optimizer as det_optimizer
 from .checkpoint import AtomicCheckpointer, get_rng_state, set_rng_state
-from .data import build_train_loader, prepare_datasets
+from .data import build_test_loader, build_train_loader, prepare_datasets
 
 logger = logging.getLogger("mae_transfer.det")
 
@@ -148,6 +148,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
         return build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str) -> COCOEvaluator:
