@@ -159,3 +159,26 @@ def test_grad_checkpointing_same_gradients(config, checkpointing):
             assert other is None, name
             continue
         assert (g - other).abs().max().item() < 1e-5, name
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(window_size=4, global_blocks=(1,), rel_pos="decomposed", img_size=96),
+        dict(rel_pos="beit_shared", qv_bias=True, layer_scale=0.1),
+        dict(rel_pos="beit", layer_scale=0.1),
+    ],
+    ids=["vitdet", "beit_shared", "beit"],
+)
+def test_cpu_bf16_autocast_follows_fp32(config):
+    """Under CPU bf16 autocast (half-precision q/k/v, float32 position tables) forward and
+    backward run, stay near float32, and every parameter gets a float32 gradient."""
+    model = _perturb_(create_vit("vit_tiny_patch16", depth=2, embed_dim=64, num_heads=2, **config))
+    x = torch.randn(2, 3, 96, 112)
+    expected = model.forward_features(x).detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model.forward_features(x)
+    got.float().square().mean().backward()
+    assert (got.float() - expected).abs().max().item() < 0.1
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, name

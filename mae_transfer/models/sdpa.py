@@ -126,7 +126,7 @@ class _CpuBiasedSDPA(torch.autograd.Function):
         lse = None
         for block in _blocks(batch, heads, n, row_unit):
             bs, hs, rows = block
-            mask = _bias_block(rel_h, rel_w, bias, block).to(q.dtype)
+            mask = _bias_block(rel_h, rel_w, bias, block)
             o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                 q[bs, hs, rows], k[bs, hs], v[bs, hs], 0.0, False, attn_mask=mask, scale=scale
             )
@@ -207,6 +207,8 @@ def attention(
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     if bias is not None and bias.dim() != 4:
         raise ValueError(f"bias must be 4-d (1|B, 1|heads, N, N), got shape {tuple(bias.shape)}.")
+    # under autocast q/k/v may be half precision while bias terms are float32: compute in q's dtype
+    bias, rel_h, rel_w = (t.to(q.dtype) if t is not None else None for t in (bias, rel_h, rel_w))
     if q.device.type == "cpu":
         if scale is None:
             scale = q.shape[-1] ** -0.5
@@ -216,4 +218,4 @@ def attention(
         mask = mask if bias is None else mask + bias
     else:
         mask = bias
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
