@@ -25,7 +25,7 @@ from mae_transfer.utils.errors import UserError, one_sentence
 from .checkpoint import AtomicCheckpointer
 from .config import ConfigError, load_config, resolve_config_path
 from .data import prepare_datasets, register_coco_dataset
-from .engine import NonFiniteLossError, Trainer, summary_line
+from .engine import NonFiniteLossError, Trainer, share_cpu_threads, summary_line
 from .guards import check_inputs, check_output_dir
 from .visualize import save_visualizations
 
@@ -80,9 +80,7 @@ def build_config(args: argparse.Namespace) -> CfgNode:
 def main(args: argparse.Namespace):
     """One process's job (called once, or by ``launch`` in every process)."""
     cfg = build_config(args)
-    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
-        # N CPU processes on one machine share its cores; more threads than cores each only thrash.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    share_cpu_threads()
     args.config_file = str(resolve_config_path(args.config)) if args.config else ""
     default_setup(cfg, args)  # log.txt, config.yaml, seeds
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mae_transfer", abbrev_name="mt")
