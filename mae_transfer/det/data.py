@@ -73,8 +73,10 @@ def build_train_loader(cfg: CfgNode, start_iter: int = 0):
         mapper_args["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped instances from masks
     mapper = CheckedMapper(DatasetMapper(**mapper_args), skip=cfg.DATALOADER.SKIP_UNREADABLE_IMAGES)
     loader_args = build_detection_train_loader.from_config(cfg, mapper=mapper)
-    if cfg.SEED >= 0:  # the loader's own generator: creating its iterator leaves torch's RNG (resumed) alone
-        loader_args["seed"] = cfg.SEED
+    if start_iter > 0:
+        # The DataLoader draws its worker seed from torch's RNG on its first batch; the uninterrupted
+        # run did that before iteration 0 (the resumed RNG state includes it), so draw from its own.
+        loader_args["seed"] = max(cfg.SEED, 0)
     if start_iter > 0 and loader_args["sampler"] is not None:
         per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         loader_args["sampler"] = _SkipSampler(loader_args["sampler"], start_iter * per_rank)

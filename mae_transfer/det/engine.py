@@ -124,11 +124,6 @@ class Trainer(DefaultTrainer):
         if self.start_iter > 0:
             start = self.start_iter
             self._trainer.reset_data_loader(lambda: build_train_loader(self.cfg, start_iter=start))
-            # Creating the loader's iterator draws from torch's RNG; the uninterrupted run did that
-            # before its first iteration, so do it now and put back the resumed state.
-            rng = torch.get_rng_state()
-            self._trainer._data_loader_iter  # noqa: B018
-            torch.set_rng_state(rng)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
