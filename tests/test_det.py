@@ -219,6 +219,29 @@ def test_mae_checkpoint_loads_with_report_and_pos_embed_on_the_1024_grid(mae_che
     torch.testing.assert_close(used[:, -64 * 64:], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_beit_config_loads_a_beit_checkpoint_into_windowed_blocks(tmp_path):
+    """coco_vitb_beit keeps BEiT's architecture (q/v bias, layer scale, per-block relative bias
+    tables, no absolute position) inside ViTDet's windows; a timm BEiT checkpoint fills it."""
+    torch.manual_seed(0)
+    beit = timm.create_model("beit_base_patch16_224", embed_dim=192, depth=4, num_heads=3, num_classes=0)
+    with torch.no_grad():  # timm zero-initialises the bias tables
+        for p in beit.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path / "beit.pth"
+    torch.save(beit.state_dict(), path)
+    tiny_geometry = TINY_VIT[2:]  # all but MODEL.VIT.NAME
+    cfg = load_config("coco_vitb_beit", tiny_geometry + ["MODEL.VIT.WEIGHTS", str(path), "MODEL.VIT.EMBED_DIM", 192,
+                                                         "MODEL.VIT.NUM_HEADS", 3])
+    net = build_backbone(cfg).net
+    assert net.pos_embed is None
+    state = beit.state_dict()
+    for key in ("blocks.2.attn.q_bias", "blocks.2.attn.v_bias", "blocks.2.gamma_1", "blocks.3.mlp.fc1.weight"):
+        torch.testing.assert_close(net.state_dict()[key], state[key], rtol=0, atol=0, msg=key)
+    window_table = net.blocks[0].attn.relative_position_bias_table  # 4x4 window: 7*7 offsets + 3
+    assert window_table.shape == ((2 * 4 - 1) ** 2 + 3, 3)
+    assert not torch.equal(window_table, torch.zeros_like(window_table))  # resized from the 14x14 table
+
+
 # -- data ---------------------------------------------------------------------------------------
 
 

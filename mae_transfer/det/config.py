@@ -46,8 +46,10 @@ class ConfigError(ValueError):
 def add_vit_config(cfg: CN) -> CN:
     """Add ``MODEL.VIT``, ``MODEL.PYRAMID``, ``SOLVER.LAYER_DECAY`` etc. to a Detectron2 config.
 
-    Defaults reproduce the ViTDet ViT-B layout (1024 input, 14x14 windows, global attention in
-    blocks 2, 5, 8, 11, decomposed relative positions); Detectron2's own keys keep their defaults.
+    ``None`` keeps the value of the ``MODEL.VIT.NAME`` preset (e.g. BEiT's q/v bias, layer scale
+    and no absolute position embedding); configs/det/Base-ViTDet-MaskRCNN.yaml sets the ViTDet
+    layout (14x14 windows, 4 global blocks, decomposed relative positions, drop path 0.1).
+    Detectron2's own keys keep their defaults except ``MODEL.ROI_HEADS.NUM_CLASSES`` (0 = auto).
     """
     cfg.MODEL.UNSAFE_LOAD = False  # allow MODEL.WEIGHTS / MODEL.VIT.WEIGHTS pickles that run code
     vit = cfg.MODEL.VIT = CN()
@@ -61,11 +63,11 @@ def add_vit_config(cfg: CN) -> CN:
     vit.DEPTH = None
     vit.NUM_HEADS = None
     vit.MLP_RATIO = None
-    vit.DROP_PATH = 0.1
-    vit.WINDOW_SIZE = 14  # 0 = global attention everywhere
-    vit.GLOBAL_BLOCKS = None  # 0-based ids of global-attention blocks; None = preset's
-    vit.REL_POS = "decomposed"  # "" | "decomposed" | "beit" | "beit_shared"
-    vit.USE_ABS_POS = True
+    vit.DROP_PATH = None  # the base config sets ViTDet's 0.1
+    vit.WINDOW_SIZE = None  # 0 = global attention everywhere; the base config sets 14
+    vit.GLOBAL_BLOCKS = None  # 0-based ids of global-attention blocks (ViTDet: last of each quarter)
+    vit.REL_POS = None  # "" | "decomposed" (ViTDet, the base config) | "beit" | "beit_shared"
+    vit.USE_ABS_POS = None
     vit.USE_CLS_TOKEN = None  # None = only with global attention everywhere
     vit.LAYER_SCALE = None
     vit.OUT_INDICES = None  # blocks whose outputs feed the pyramid; None = last block
