@@ -89,7 +89,10 @@ def main(args: argparse.Namespace):
             trainer = Trainer(cfg)
             trainer.resume_or_load(resume=args.resume)
             return trainer.train()
-        model = Trainer.build_model(cfg)
+        model_cfg = cfg.clone()
+        model_cfg.defrost()
+        model_cfg.MODEL.VIT.WEIGHTS = ""  # MODEL.WEIGHTS (a whole detector) replaces them anyway
+        model = Trainer.build_model(model_cfg)
         AtomicCheckpointer(model, cfg.OUTPUT_DIR, unsafe=cfg.MODEL.UNSAFE_LOAD).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
