@@ -99,6 +99,22 @@ def test_read_runs_in_framework_formats(runs: Path):
     assert read_run(runs / "seg_random").init == "random" and read_run(runs / "seg_random", "x").init == "x"
 
 
+def test_evaluation_without_detections_counts_as_zero_ap(tmp_path: Path):
+    """Detectron2's COCOEvaluator returns NaN for every bbox metric (and no segm) without predictions."""
+    from mae_transfer.compare import read_run
+
+    run_dir = tmp_path / "det_empty"
+    write_det_run(run_dir, [2.0, 1.9], ap_box=float("nan"), ap_mask=0.0, seconds=5)
+    lines = (run_dir / "metrics.json").read_text().splitlines()
+    last = json.loads(lines[-1].replace("NaN", "null"))
+    last.pop("segm/AP")
+    lines[-1] = json.dumps({k: (float("nan") if v is None else v) for k, v in last.items()})
+    (run_dir / "metrics.json").write_text("\n".join(lines) + "\n")
+    record = read_run(run_dir)
+    assert record.metrics == {"APbox": 0.0, "APmask": 0.0}
+    assert record.notes == ["no detections at iteration 2 (Detectron2 reports NaN; counted as AP 0)"]
+
+
 def test_compare_collect_writes_table_csv_and_pngs(runs: Path, tmp_path: Path):
     out = tmp_path / "table"
     result = subprocess.run([sys.executable, str(REPO / "tools" / "compare.py"), "--collect", str(runs),

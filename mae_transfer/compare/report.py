@@ -174,6 +174,8 @@ def write_report(records: Iterable[RunRecord], out_dir: str | Path, title: str =
     runs = [f"- {r.init} {t}: `{run.path}`" for r in rows for t, run in sorted(r.runs.items())]
     text = [f"# {title}", "", table, "", "Metrics in percent (COCO AP, mIoU) from the last evaluation of "
             "each run; train time as the framework logged it (m:ss).", ""]
+    notes = list(notes) + [f"{r.init} {t}: {n}" for r in rows for t, run in sorted(r.runs.items())
+                           for n in dict.fromkeys(run.notes)]
     text += [f"- {n}" for n in notes] + ([""] if notes else [])
     text += ["## Runs", ""] + runs + ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
     (out_dir / "comparison.md").write_text("\n".join(text) + "\n")

@@ -39,7 +39,8 @@ class RunRecord:
 
     ``metrics`` maps ``APbox``/``APmask`` (det) or ``mIoU`` (seg) to the last evaluated value (in
     percent, as the frameworks report them); ``curves`` holds every evaluation as (iteration,
-    value); ``losses`` the training loss per logged iteration.
+    value); ``losses`` the training loss per logged iteration; ``notes`` what a reader should know
+    about the numbers (e.g. an evaluation without detections).
     """
     init: str
     task: str
@@ -49,6 +50,7 @@ class RunRecord:
     losses: Curve = field(default_factory=list)
     train_time_s: float | None = None
     wall_time_s: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def read_json_lines(path: Path) -> list[dict]:
@@ -90,16 +92,24 @@ def _det_value(record: dict, key: str) -> float | None:
     return None
 
 
-def _det_curves(records: list[dict]) -> tuple[Curve, dict[str, Curve]]:
+def _det_curves(records: list[dict], notes: list[str]) -> tuple[Curve, dict[str, Curve]]:
+    """Losses and AP curves. An evaluation without any detection (Detectron2 then reports
+    ``bbox/AP`` NaN and no ``segm/AP``) counts as AP 0, which is what COCO AP is for no output."""
     losses, curves = [], {m: [] for m in _DET_KEYS}
     for record in records:
         iteration = int(record.get("iteration", 0))
         if "total_loss" in record:
             losses.append((iteration + 1, float(record["total_loss"])))
-        for metric, key in _DET_KEYS.items():
-            value = _det_value(record, key)
-            if value is not None:
-                curves[metric].append((iteration + 1, value))
+        box = _det_value(record, "bbox/AP")
+        if box is None:
+            continue
+        mask = _det_value(record, "segm/AP")
+        if math.isnan(box) and (mask is None or math.isnan(mask)):
+            notes.append(f"no detections at iteration {iteration + 1} (Detectron2 reports NaN; counted as AP 0)")
+            box, mask = 0.0, 0.0
+        curves["APbox"].append((iteration + 1, box))
+        if mask is not None:
+            curves["APmask"].append((iteration + 1, mask))
     return losses, curves
 
 
@@ -160,7 +170,8 @@ def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
     except RunDirError as err:
         raise RunDirError(f"{metrics_file}: {err}; pass a det or seg run directory.") from None
     info = json.loads((run_dir / RUN_INFO).read_text()) if (run_dir / RUN_INFO).is_file() else {}
-    losses, curves = _det_curves(records) if task == "det" else _seg_curves(records)
+    notes: list[str] = []
+    losses, curves = _det_curves(records, notes) if task == "det" else _seg_curves(records)
     train_time = _det_train_time(run_dir) if task == "det" else _seg_train_time(run_dir)
     return RunRecord(
         init=init or info.get("init") or _strip_task_prefix(run_dir.name, task),
@@ -171,6 +182,7 @@ def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
         losses=losses,
         train_time_s=train_time if train_time is not None else info.get("wall_time_s"),
         wall_time_s=info.get("wall_time_s"),
+        notes=notes,
     )
 
 
