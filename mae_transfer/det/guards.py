@@ -186,7 +186,8 @@ def _segmentation_problem(segmentation: Any) -> str | None:
         return "an empty segmentation"
     for polygon in segmentation:
         if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
-            return f"a polygon with {len(polygon) if isinstance(polygon, list) else 0} coordinates (needs >= 3 x,y points)"
+            count = len(polygon) if isinstance(polygon, list) else 0
+            return f"a polygon with {count} coordinates (needs >= 3 x,y points)"
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in polygon):
             return "a polygon with a non-numeric or non-finite coordinate"
         if _polygon_area(polygon) == 0:
@@ -246,7 +247,8 @@ class CheckedMapper:
             name = dataset_dict.get("file_name", "?")
             if isinstance(err, SizeMismatchError):
                 size = (dataset_dict.get("height"), dataset_dict.get("width"))
-                reason, fix = f"its size differs from the (height, width) {size} in the json", "fix the json or the image"
+                reason = f"its size differs from the (height, width) {size} in the json"
+                fix = "fix the json or the image"
             else:
                 reason = "not a decodable image" if isinstance(err, UnidentifiedImageError) else \
                     " ".join(str(err).split()) or type(err).__name__

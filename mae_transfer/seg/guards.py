@@ -1,10 +1,11 @@
 """Checks that turn bad segmentation inputs into one clear sentence, before a run starts if possible.
 
 * :func:`check_inputs` (``tools/train_seg.py``, before the Runner is built or any file written):
-  the launcher's environment, every component's keys (misspellings in config files), checkpoint paths, image/label pairs of ADE20K-layout folders, and
-  an earlier run's checkpoints in the work dir (never overwritten by a new run); it also passes
-  ``--unsafe-load`` on to the backbone's pretrained weights, adds the per-sample checks below to
-  the pipelines and the checkpoint-architecture check to the hooks.
+  the launcher's environment, every component's keys (misspellings in config files), checkpoint
+  paths (read safely once), image/label pairs of ADE20K-layout folders, and an earlier run's
+  checkpoints in the work dir (never overwritten by a new run); it also passes ``--unsafe-load`` on
+  to the backbone's pretrained weights, adds the per-sample checks below to the pipelines and the
+  checkpoint-architecture check to the hooks.
 * ``CheckedLoadImageFromFile`` / ``CheckSegLabels`` (pipeline transforms): an undecodable image
   stops the run naming the file (or is skipped and counted with ``--skip-unreadable-images``); a
   label map whose size differs from its image or with classes out of range stops the run.
@@ -139,7 +140,8 @@ def check_component_keys(cfg: Config) -> None:
         for key in node:
             if key not in accepted:
                 close = difflib.get_close_matches(key, sorted(accepted), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"{cls.__name__} accepts {', '.join(sorted(accepted))}."
+                hint = (f"did you mean '{close[0]}'?" if close
+                        else f"{cls.__name__} accepts {', '.join(sorted(accepted))}.")
                 raise UserError(f"Unknown key '{key}' in {path} ({cls.__name__}) of config {cfg.filename}; {hint}")
 
 
@@ -169,11 +171,13 @@ def check_image_label_pairs(dataset: Mapping, loader: str) -> None:
     if not images:
         raise UserError(f"No *{img_suffix} images in {image_dir} ({loader}); put the images there or set the "
                         "dataset's img_suffix.")
-    unlabelled = [p for p in images
-                  if not (label_dir / p.relative_to(image_dir)).with_name(p.name[: -len(img_suffix)] + seg_suffix).is_file()]
+    def label_of(image: Path) -> Path:
+        return (label_dir / image.relative_to(image_dir)).with_name(image.name[: -len(img_suffix)] + seg_suffix)
+
+    unlabelled = [p for p in images if not label_of(p).is_file()]
     if unlabelled:
         first = unlabelled[0]
-        expected = (label_dir / first.relative_to(image_dir)).with_name(first.name[: -len(img_suffix)] + seg_suffix)
+        expected = label_of(first)
         raise UserError(f"{len(unlabelled)} of {len(images)} images in {image_dir} ({loader}) have no label map "
                         f"(first: {first.name}, expected {expected}); add the label maps or remove those images.")
 
