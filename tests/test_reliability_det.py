@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -355,3 +356,6 @@ def test_checkpoint_write_interrupted_midway_leaves_the_previous_one(tmp_path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000000.pth"]
     assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000000.pth")
     checkpointer.resume_or_load("", resume=True)  # reads back
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "model_0000000.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # as torch.save's files
