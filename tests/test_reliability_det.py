@@ -223,17 +223,22 @@ def test_unreadable_images_are_skipped_and_counted_when_asked(coco, tmp_path):
 
 # ----------------------------------------------------------------------------- code-running pickles
 
-@pytest.mark.parametrize("option", ["MODEL.WEIGHTS", "MODEL.VIT.WEIGHTS", "eval-only", "pkl"])
+@pytest.mark.parametrize("option", ["MODEL.WEIGHTS", "MODEL.VIT.WEIGHTS", "eval-only", "pkl", "resume"])
 def test_code_running_pickle_is_refused_through_the_tool(option, coco, tmp_path):
     marker = tmp_path / "pwned"
-    checkpoint = write_code_running_checkpoint(tmp_path / ("evil.pkl" if option == "pkl" else "evil.pth"), marker)
+    (tmp_path / "out").mkdir()
+    checkpoint = write_code_running_checkpoint(
+        tmp_path / ("evil.pkl" if option == "pkl" else "out/model_0000001.pth" if option == "resume" else "evil.pth"),
+        marker)
+    if option == "resume":  # planted as the run's own last checkpoint
+        (tmp_path / "out" / "last_checkpoint").write_text("model_0000001.pth")
     if option == "pkl":  # a plain pickle, as Detectron2's model-zoo .pkl files are
         import pickle
         from _reliability import FileCreatingPayload
         checkpoint.write_bytes(pickle.dumps({"model": {"w": 1}, "x": FileCreatingPayload(marker)}))
     extra = {"MODEL.WEIGHTS": ["MODEL.WEIGHTS", str(checkpoint)], "pkl": ["MODEL.WEIGHTS", str(checkpoint)],
              "MODEL.VIT.WEIGHTS": ["MODEL.VIT.WEIGHTS", str(checkpoint)],
-             "eval-only": ["--eval-only", "MODEL.WEIGHTS", str(checkpoint)]}[option]
+             "eval-only": ["--eval-only", "MODEL.WEIGHTS", str(checkpoint)], "resume": ["--resume"]}[option]
     code, err = run_tool(run, _argv(coco, tmp_path / "out", *extra))
     assert code == 1
     line = last_error_line(err)
