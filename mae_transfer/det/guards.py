@@ -58,8 +58,8 @@ def check_weights_paths(cfg: CfgNode, *, eval_only: bool, resume: bool) -> None:
     if not resuming and _is_local(cfg.MODEL.WEIGHTS) and not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise UserError(f"MODEL.WEIGHTS file '{cfg.MODEL.WEIGHTS}' does not exist; check the path "
                         "(a backbone-only pretrained checkpoint goes in MODEL.VIT.WEIGHTS).")
-    vit_weights = cfg.MODEL.VIT.WEIGHTS
-    if _is_local(vit_weights) and not os.path.isfile(vit_weights):
+    vit_weights = cfg.MODEL.VIT.WEIGHTS  # not read by --eval-only (MODEL.WEIGHTS replaces them)
+    if not eval_only and _is_local(vit_weights) and not os.path.isfile(vit_weights):
         raise UserError(f"MODEL.VIT.WEIGHTS file '{vit_weights}' does not exist; check the path.")
 
 
