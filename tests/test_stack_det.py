@@ -124,6 +124,7 @@ def _two_process_worker(root: str, output_dir: str) -> None:
     assert isinstance(trainer.model, torch.nn.parallel.DistributedDataParallel)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                f"{output_dir}/rank{comm.get_rank()}.pth")
+    torch.distributed.destroy_process_group()  # gloo processes can abort at exit without it
 
 
 @pytest.mark.slow
