@@ -9,6 +9,7 @@ public pretraining entry points (:func:`mae_transfer.pretrain.pretrain_mae`,
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def builtin_checkpoint(name: str, pretrain_dir: str | Path, recipe: PretrainReci
     if not create:
         raise FileNotFoundError(f"built-in {name} checkpoint {checkpoint} is missing; run tools/demo.py "
                                 f"(or tools/pretrain_{'mae' if name == 'mae' else 'sup'}.py) first.")
+    start, cpu = time.perf_counter(), time.process_time()
     summary = PRETRAINERS[name](out, recipe)
-    (out / RECIPE_FILE).write_text(json.dumps({"recipe": recipe.part(name), "summary": summary}, indent=1))
+    record = {"recipe": recipe.part(name), "summary": summary,
+              "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(time.process_time() - cpu, 1)}
+    (out / RECIPE_FILE).write_text(json.dumps(record, indent=1))
     return checkpoint
 
 
