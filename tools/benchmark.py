@@ -29,7 +29,7 @@ def parse_args(argv=None) -> Options:
     parser.add_argument("--out", type=Path, default=Path("output/benchmark"), help="output dir")
     parser.add_argument("--amp", choices=["bf16", "fp16"], help="autocast dtype (default: fp32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones' forward")
-    parser.add_argument("--repeats", type=int, help="timed repeats per case (default: 3 CPU, 10 CUDA)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per case (default: 2 CPU, 10 CUDA)")
     args = parser.parse_args(argv)
     return Options(cases=args.cases or [], quick=args.quick, device=args.device, out=args.out,
                    amp=args.amp, compile=args.compile, repeats=args.repeats)
