@@ -48,13 +48,7 @@ def test_vitb_mae_config_is_the_vitdet_recipe():
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread avoids thread thrashing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def meta_build(cfg):
@@ -303,6 +297,7 @@ def test_nan_loss_stops_with_iteration_and_terms_and_keeps_last_checkpoint(tiny_
     assert "loss_cls=" in str(info.value)  # all terms are listed
     last = (tmp_path / "out" / "last_checkpoint").read_text()
     assert last == "model_0000001.pth"
+    assert f"last good checkpoint: {tmp_path / 'out' / last}" in str(info.value)
     state = torch.load(tmp_path / "out" / last)["model"]
     for key, value in model.state_dict().items():  # the bad step never reached the weights
         assert torch.isfinite(value).all() if value.is_floating_point() else True

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from _det_cases import TINY_TRAIN, make_dataset, tiny_train_cfg, unregister
+from detectron2.utils.env import seed_all_rng
+
 from mae_transfer.det import Trainer
 from mae_transfer.det.cli import run
 
@@ -22,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread avoids thread thrashing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -47,6 +42,7 @@ def test_tiny_vit_overfits_two_images_and_coco_evaluator_scores_it(overfit_datas
     out = tmp_path / "train"
     cfg = tiny_train_cfg(name, out, test=name, OPTIMIZER="SGD", BASE_LR=0.02, MAX_ITER=80, STEPS=(60,),
                          CHECKPOINT_PERIOD=1000)
+    seed_all_rng(cfg.SEED)  # as default_setup does: the same init whatever ran before
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     results = trainer.train()

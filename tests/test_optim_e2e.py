@@ -15,12 +15,7 @@ VIT = "backbone.net."
 FROZEN_BLOCKS = tuple(f"blocks.{i}." for i in range(8))  # ViT-Ti has 12 blocks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def should_freeze(name: str) -> bool:

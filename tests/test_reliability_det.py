@@ -40,12 +40,7 @@ TINY = [
 TRAIN = "rel_train"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +128,12 @@ def _misspelled_yaml(tmp: Path) -> list[str]:
     return ["--config", str(path)]
 
 
+def _broken_yaml(tmp: Path) -> list[str]:
+    path = tmp / "broken.yaml"
+    path.write_text(f'_BASE_: "{REPO / "configs" / "det" / "demo_vit_tiny.yaml"}"\nMODEL:\n  VIT: [4\n')
+    return ["--config", str(path)]
+
+
 # (id, argv added to the tiny run's (or a function (coco, good run dir, tmp dir) -> argv), expected text,
 #  early: found before the run writes anything; these cases target the good run's output directory,
 #  which must stay intact; the others (found while loading or training) write to a fresh directory)
@@ -140,6 +141,7 @@ CASES = [
     ("misspelled_override", ["SOLVER.BASE_LRR", "0.1"],
      "Unknown config key 'SOLVER.BASE_LRR' in the command-line overrides; did you mean 'SOLVER.BASE_LR'?", True),
     ("misspelled_yaml_key", lambda c, g, t: _misspelled_yaml(t), "did you mean 'MODEL.VIT.WINDOW_SIZE'?", True),
+    ("yaml_syntax", lambda c, g, t: _broken_yaml(t), "broken.yaml is not valid YAML (line 4, column 1:", True),
     ("missing_config", ["--config", "coco_vitb_mea"], "not found", True),
     ("wrong_value_type", ["SOLVER.MAX_ITER", "many"],
      "Config key SOLVER.MAX_ITER in the command-line overrides expects a int", True),

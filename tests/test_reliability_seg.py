@@ -35,12 +35,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load_tool():
@@ -168,6 +163,13 @@ def _misspelled_config(tmp: Path) -> str:
     return str(config)
 
 
+def _broken_config(tmp: Path) -> str:
+    config = tmp / "broken.py"
+    config.write_text(f"_base_ = [{str(REPO / 'configs' / 'seg' / 'demo_vit_tiny.py')!r}]\n"
+                      "model = dict(backbone=dict(drop_path=0.2)\n")
+    return str(config)
+
+
 def _case(*flags: str, options: tuple[str, ...] = (), config: str = "demo_vit_tiny", dataset: bool = True):
     return dict(flags=list(flags), options=tuple(options), config=config, dataset=dataset)
 
@@ -180,9 +182,11 @@ CASES = [
      "did you mean 'model.backbone.drop_path'?", True),
     ("misspelled_key_in_config_file", lambda a, g, t: _case(config=_misspelled_config(t)),
      "Unknown key 'drop_pth' in model.backbone (MAETransferViT) of config", True),
+    ("python_syntax_in_config_file", lambda a, g, t: _case(config=_broken_config(t)),
+     "broken.py is not valid Python (line 2:", True),
     ("bad_list_index", lambda a, g, t: _case(options=("model.decode_head.in_channels.7=3",)),
      "is a list of 4; '7' is not a valid index", True),
-    ("missing_config", lambda a, g, t: _case(config="demo_vit_tiyn"), "(did you mean 'demo_vit_tiny'?)", True),
+    ("missing_config", lambda a, g, t: _case(config="demo_vit_tiyn"), "; did you mean 'demo_vit_tiny'?", True),
     ("data_root_without_classes", lambda a, g, t: _case("--data-root", str(a[0]), dataset=False),
      "--data-root and --classes go together", True),
     ("data_root_missing_folders", lambda a, g, t: _case("--data-root", str(t)), "is missing", True),

@@ -19,13 +19,7 @@ from mae_transfer.data import make_coco_instances
 from mae_transfer.det import Trainer, get_det_cfg, register_coco_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread avoids thread thrashing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 R50_FPN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"

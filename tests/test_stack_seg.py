@@ -24,13 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small CPU ops run fastest on one thread, and much faster when other processes share the cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mmseg_mae_upernet_cfg(data_root: Path, work_dir: Path, max_iters: int = 2) -> dict:

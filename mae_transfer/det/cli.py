@@ -77,11 +77,22 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
+def _drop_earlier_log_handlers() -> None:
+    """Only this run's log handlers: Detectron2's ``setup_logger`` adds (and caches) handlers per
+    output dir, so a second run in one process (tests, notebooks) would print every line twice."""
+    for name in ("detectron2", "fvcore", "mae_transfer"):
+        named_logger = logging.getLogger(name)
+        for handler in list(named_logger.handlers):
+            named_logger.removeHandler(handler)
+    setup_logger.cache_clear()
+
+
 def main(args: argparse.Namespace):
     """One process's job (called once, or by ``launch`` in every process)."""
     cfg = build_config(args)
     share_cpu_threads()
     args.config_file = str(resolve_config_path(args.config)) if args.config else ""
+    _drop_earlier_log_handlers()
     default_setup(cfg, args)  # log.txt, config.yaml, seeds
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mae_transfer", abbrev_name="mt")
     try:

@@ -11,8 +11,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
+
+from mae_transfer.utils.errors import ConfigError, find_config_file
 
 from .guards import add_guard_config, type_mismatch_error
 
@@ -37,10 +40,6 @@ _VIT_KWARGS = {
     "OUT_INDICES": "out_indices",
     "GRAD_CHECKPOINTING": "grad_checkpointing",
 }
-
-
-class ConfigError(ValueError):
-    """A user-fixable problem in a config file or a command-line override (one sentence)."""
 
 
 def add_vit_config(cfg: CN) -> CN:
@@ -120,16 +119,7 @@ def get_det_cfg() -> CN:
 
 def resolve_config_path(name: str | os.PathLike) -> Path:
     """A path as given, or a bare name (``coco_vitb_mae`` / ``coco_vitb_mae.yaml``) in configs/det."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    close = difflib.get_close_matches(path.stem, shipped, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"shipped configs: {', '.join(shipped)}."
-    raise ConfigError(f"Config file '{name}' not found (neither a path nor a name in {CONFIG_DIR}); {hint}")
+    return find_config_file(name, CONFIG_DIR, (".yaml", ".yml"))
 
 
 def _all_keys(node: CN, prefix: str = "") -> Iterable[str]:
@@ -149,6 +139,14 @@ def _unknown_key_error(cfg: CN, err: Exception, source: str) -> ConfigError:
     return ConfigError(f"Unknown config key '{key}' in {source}; {hint}")
 
 
+def _yaml_syntax_error(err: yaml.YAMLError, path: Path) -> ConfigError:
+    """PyYAML's multi-line report as one sentence with the line number."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"Config file {path} is not valid YAML ({where}: {problem}); fix the syntax there.")
+
+
 def load_config(config: str | os.PathLike | None, opts: list[str] | None = None) -> CN:
     """Project defaults, then a config file (with ``_BASE_``), then ``KEY VALUE`` overrides."""
     cfg = get_det_cfg()
@@ -160,6 +158,8 @@ def load_config(config: str | os.PathLike | None, opts: list[str] | None = None)
             raise _unknown_key_error(cfg, err, str(path)) from None
         except ValueError as err:
             raise type_mismatch_error(err, str(path)) from None
+        except yaml.YAMLError as err:
+            raise _yaml_syntax_error(err, path) from None
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"Overrides must be KEY VALUE pairs; got an odd number: {' '.join(opts)}.")

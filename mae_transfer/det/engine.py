@@ -61,14 +61,15 @@ def share_cpu_threads() -> None:
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN/inf; raised on every rank before the optimizer step."""
 
-    def __init__(self, iteration: int, losses: Mapping[str, float]):
-        self.iteration, self.losses = iteration, dict(losses)
+    def __init__(self, iteration: int, losses: Mapping[str, float], last_checkpoint: str | None = None):
+        self.iteration, self.losses, self.last_checkpoint = iteration, dict(losses), last_checkpoint
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        kept = f"; last good checkpoint: {last_checkpoint}" if last_checkpoint else ""
         super().__init__(
             f"Training stopped: non-finite loss at iteration {iteration} ({terms}; all terms: "
             + ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-            + "); lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the data, then --resume."
+            + f"{kept}); lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the data, then --resume."
         )
 
 
@@ -142,7 +143,12 @@ class Trainer(DefaultTrainer):
         ``log.txt.rank{r}``); in a healthy data-parallel run all ranks log the same digests.
         """
         logger.info(f"Weights digest at iteration {self.start_iter}: {weights_digest(self.model)}")
-        results = super().train()
+        try:
+            results = super().train()
+        except NonFiniteLossError as error:  # name the checkpoint that --resume will continue from
+            has_last = self.checkpointer.has_checkpoint()
+            last = self.checkpointer.get_checkpoint_file() if has_last else "none written yet"
+            raise NonFiniteLossError(error.iteration, error.losses, last) from None
         logger.info(f"Weights digest at iteration {self.iter}: {weights_digest(self.model)}")
         results = getattr(self, "_last_eval_results", results)
         if comm.is_main_process() and results:

@@ -9,6 +9,8 @@ from typing import Any, Mapping, Sequence
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
+from mae_transfer.utils.errors import ConfigError, find_config_file
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "seg"
 ADE_SPLITS = ("training", "validation")
 # Top-level keys the Runner understands even when a config does not set them.
@@ -17,22 +19,9 @@ RUNNER_KEYS = set(inspect.signature(Runner.__init__).parameters) | {
     "auto_scale_lr", "unsafe_load", "model_wrapper_cfg", "resume", "load_from", "work_dir"}
 
 
-class ConfigError(ValueError):
-    """A user error in a config, a config override or a dataset path."""
-
-
 def resolve_config(name_or_path: str) -> Path:
     """A config file path, or a bare name (``ade20k_vitb_mae``) resolved in ``configs/seg/``."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = CONFIG_DIR / (path.name if path.suffix == ".py" else f"{path.name}.py")
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
-    close = difflib.get_close_matches(path.stem, known, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; shipped configs: {', '.join(known)}"
-    raise ConfigError(f"Config {name_or_path} not found as a file or in {CONFIG_DIR}{hint}.")
+    return find_config_file(name_or_path, CONFIG_DIR, (".py",))
 
 
 def _registered_class(type_name: Any) -> type | None:
@@ -129,7 +118,14 @@ def check_overrides(cfg: Config, options: Mapping[str, Any]) -> None:
 
 def load_config(name_or_path: str, cfg_options: Mapping[str, Any] | None = None) -> Config:
     """Read a config (path or bare name) and apply checked ``--cfg-options`` overrides."""
-    cfg = Config.fromfile(str(resolve_config(name_or_path)))
+    path = resolve_config(name_or_path)
+    try:
+        cfg = Config.fromfile(str(path))
+    except SyntaxError as err:  # MMEngine: "There are syntax errors in config file ...: <error>"
+        cause = err.__cause__ if isinstance(err.__cause__, SyntaxError) else err
+        line = f"line {cause.lineno}: " if cause.lineno else ""
+        raise ConfigError(f"Config file {path} is not valid Python ({line}{cause.msg}); "
+                          "fix the syntax there.") from None
     if cfg_options:
         check_overrides(cfg, cfg_options)
         cfg.merge_from_dict(dict(cfg_options))

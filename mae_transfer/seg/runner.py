@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +27,7 @@ from mmengine.dist import master_only
 from mmengine.runner import Runner
 
 from mae_transfer.seg.hooks import MetricsJsonHook
-from mae_transfer.optim import apply_freeze, find_backbone_prefix
+from mae_transfer.seg.optimizer import apply_paramwise_freeze
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -172,9 +173,7 @@ class MAETransferRunner(Runner):
         model = super().build_model(model)
         paramwise = (self.cfg.get("optim_wrapper") or {}).get("paramwise_cfg") or {}
         if paramwise.get("freeze"):
-            prefix = paramwise.get("backbone_prefix") or find_backbone_prefix(model)
-            frozen = apply_freeze(model, paramwise["freeze"], backbone_prefix=prefix,
-                                  neck_prefix=paramwise.get("neck_prefix", "neck."))
+            frozen = apply_paramwise_freeze(model, paramwise)
             logger.info("freeze policy %s: %d parameter tensors frozen", paramwise["freeze"], len(frozen))
         return model
 
@@ -222,7 +221,16 @@ def build_runner(cfg: Config) -> MAETransferRunner:
 
     adapt_to_device(cfg)
     add_default_hooks(cfg)
+    give_visualizer_own_name(cfg)
     return MAETransferRunner.from_cfg(cfg)
+
+
+def give_visualizer_own_name(cfg: Config) -> None:
+    """A fresh visualizer per run: MMEngine returns an *existing* instance of the same name, whose
+    ``save_dir`` (PNGs, scalars.json) would be an earlier run's when one process runs twice."""
+    visualizer = cfg.get("visualizer")
+    if isinstance(visualizer, dict):
+        visualizer["name"] = f"{visualizer.get('name') or 'visualizer'}-{uuid.uuid4().hex[:8]}"
 
 
 def run(cfg: Config, eval_only: bool = False) -> dict:
