@@ -5,7 +5,7 @@
     python tools/train_det.py --config demo_vit_tiny                       # CPU, built-in data
     python tools/train_det.py --config demo_vit_tiny --num-gpus 2          # CPU: 2 gloo processes
     python tools/train_det.py --config coco_vitb_mae --resume              # continue after a crash
-    python tools/train_det.py --config coco_vitb_mae --eval-only MODEL.WEIGHTS output/model_final.pth --vis 8
+    python tools/train_det.py --config coco_vitb_mae --eval-only --vis 8 MODEL.WEIGHTS output/model_final.pth
     python tools/train_det.py --config demo_vit_tiny --register-coco mine_train train.json images/ \
         DATASETS.TRAIN "('mine_train',)" DATASETS.TEST "()"
 

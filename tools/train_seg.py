@@ -4,7 +4,7 @@
     python tools/train_seg.py ade20k_vitb_mae                      # bare name -> configs/seg/
     python tools/train_seg.py demo_vit_tiny --work-dir work_dirs/demo
     python tools/train_seg.py ade20k_vitb_mae --data-root DIR --classes classes.txt
-    torch.distributed.run --nproc_per_node 8 tools/train_seg.py ade20k_vitb_mae --launcher pytorch
+    python -m torch.distributed.run --nproc_per_node 8 tools/train_seg.py ade20k_vitb_mae --launcher pytorch
     python tools/train_seg.py ade20k_vitb_mae --eval-only work_dirs/ade20k_vitb_mae/iter_160000.pth
 """
 from __future__ import annotations

@@ -4,7 +4,8 @@
 # position embedding. Optimiser of BEiT's ADE20K config for self-supervised weights
 # (unilm/beit semantic_segmentation upernet_beit_base_12_512_slide_160k_ade20k): lr 4e-4, layer
 # decay 0.65; everything else as ade20k_vitb_mae.
-# Weights: https://conversationhub.blob.core.windows.net/beit-share-public/beit/beit_base_patch16_224_pt22k.pth
+# Weights: BEiT self-supervised on ImageNet-1K (the paper's setting), saved as the file below. BEiT's
+# public beit_base_patch16_224_pt22k.pth loads the same way but is ImageNet-22K pretraining.
 _base_ = ["ade20k_vitb_mae.py"]
-model = dict(backbone=dict(arch="beit_base_patch16", layer_scale=0.1, pretrained="pretrain/beit_base_patch16_224_pt22k.pth"))
+model = dict(backbone=dict(arch="beit_base_patch16", layer_scale=0.1, pretrained="pretrain/beit_base_patch16_224_pt1k.pth"))
 optim_wrapper = dict(optimizer=dict(lr=4e-4))

@@ -3,7 +3,7 @@
 # reproduces 48.13. Recipe (the _base_ files): 512x512 crops, 160k iterations at batch 16, AdamW
 # lr 1e-4, wd 0.05, layer decay 0.65, 1500 linear warmup iterations then poly, drop path 0.1,
 # relative position bias zero-initialised, sliding-window inference, AMP on GPU.
-# Batch 16 = 8 GPUs x 2 images: torch.distributed.run --nproc_per_node 8 tools/train_seg.py
+# Batch 16 = 8 GPUs x 2 images: python -m torch.distributed.run --nproc_per_node 8 tools/train_seg.py
 # ade20k_vitb_mae --launcher pytorch. On 2 GPUs keep the total with
 # --cfg-options train_dataloader.batch_size=8 (or 4 GPUs x 4).
 # Weights: https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth (download it to

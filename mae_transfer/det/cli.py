@@ -2,7 +2,7 @@
 
     python tools/train_det.py --config coco_vitb_mae.yaml --num-gpus 8
     python tools/train_det.py --config demo_vit_tiny --num-gpus 2 SOLVER.MAX_ITER 20     # CPU: 2 gloo processes
-    python tools/train_det.py --config coco_vitb_mae --eval-only MODEL.WEIGHTS out/model_final.pth --vis 8
+    python tools/train_det.py --config coco_vitb_mae --eval-only --vis 8 MODEL.WEIGHTS out/model_final.pth
 """
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> CfgNode:
     """Config file + overrides + what the machine implies (CPU: no AMP); datasets registered."""
+    misplaced = [token for token in args.opts if token.startswith("--")]
+    if misplaced:  # argparse hands everything after the first KEY to the overrides
+        raise ConfigError(f"Option {misplaced[0]} comes after the KEY VALUE overrides, where it is read as a "
+                          "config key; put options before the overrides.")
     for name, json_file, image_root in args.register_coco:
         register_coco_dataset(name, json_file, image_root)
     cfg = load_config(args.config, args.opts)
