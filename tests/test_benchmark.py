@@ -27,7 +27,7 @@ def _vit_flops(img: int, patch: int, dim: int, depth: int, prefix: int) -> int:
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--quick", "--device", "cpu",
-           "--cases", "gemm", "vit224", "win512", "det", "--out", str(out)]  # fmt: skip
+           "--cases", "gemm", "vit224", "win512", "det", "det_vitb", "seg_vitb", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "benchmark.json").read_text()), out
@@ -42,6 +42,12 @@ def test_writes_json_markdown_and_png(result):
     assert data["gemm"][0]["flops_per_s"] > 0
     # tasks that are not available report why instead of failing the run
     assert all(t.get("skipped") or t.get("value") is not None for t in data["tasks"])
+
+
+def test_recipe_pipelines_report_train_and_inference_times(result):
+    data, _ = result
+    rows = [t for t in data["tasks"] if "ViTDet-Ti (quick)" in t["case"] or "UperNet ViT-Ti (quick)" in t["case"]]
+    assert len(rows) == 4 and all(r["value"] > 0 for r in rows), data["tasks"]  # quick: the same code at ViT-Ti
 
 
 def test_rows_compare_ours_with_references(result):

@@ -4,6 +4,7 @@ segmentation pipelines; writes benchmark.json, benchmark.md and benchmark.png.
 
     python tools/benchmark.py                                # default cases, CPU or CUDA
     python tools/benchmark.py --cases gemm vit224 win1024 --device cuda --amp bf16
+    python tools/benchmark.py --cases det_vitb seg_vitb       # ViT-B Mask R-CNN @1024, UperNet @512
     python tools/benchmark.py --quick --out /tmp/bench      # toy sizes, a few seconds
 """
 from __future__ import annotations

@@ -8,8 +8,9 @@
 - with each: seconds per batch of the task's train loader, beside its step time (``data / step``
   well below 1 means loading is not the bottleneck).
 
-The ViT-B recipe resolutions (Mask R-CNN at 1024, UperNet at 512) are not run here yet. A case
-whose framework is missing or fails reports a ``skipped`` row with the reason.
+- ``det_vitb`` / ``seg_vitb``: ViT-B at the recipe resolutions (:mod:`.recipes`).
+
+A case whose framework is missing or fails reports a ``skipped`` row with the reason.
 """
 
 from __future__ import annotations
@@ -125,9 +126,16 @@ def _seg(device: torch.device, quick: bool) -> List[Dict]:
 def run(case: str, *, device: torch.device, quick: bool, amp: Optional[str]) -> List[Dict]:
     """Rows ``{"task", "case", "value", "unit", "note"}``; ``{"task", "case", "skipped"}`` where a
     case cannot run. Each case also returns its ``data`` row (it shares the step timing)."""
-    fn = {"det": _det, "seg": _seg}[case]
+    from . import recipes
+
+    def timed(fn) -> float:
+        return _timed(fn, device, 1 if quick or device.type == "cpu" else 10)
+
+    fn = {"det": lambda: _det(device, quick), "seg": lambda: _seg(device, quick),
+          "det_vitb": lambda: recipes.det_recipe(device, quick, amp, timed),
+          "seg_vitb": lambda: recipes.seg_recipe(device, quick, amp, timed)}[case]
     try:
-        return fn(device, quick)
+        return fn()
     except Exception as e:  # a missing framework or a broken glue layer must not stop the run
         logger.warning("%s benchmark skipped: %s: %s", case, type(e).__name__, e)
         return [{"task": case, "case": f"{case} demo config", "skipped": f"{type(e).__name__}: {e}"}]
