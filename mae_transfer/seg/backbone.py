@@ -5,14 +5,12 @@ import inspect
 from typing import Sequence
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from mae_transfer.checkpoints import load_pretrained
 from mae_transfer.models import VisionTransformer, create_vit
-from mae_transfer.utils.logger import get_logger
-
-logger = get_logger(__name__)
 
 
 @MODELS.register_module()
@@ -69,7 +67,8 @@ class MAETransferViT(BaseModule):
         """The ViT initialises itself when built; here only the pretrained weights are loaded."""
         if self.pretrained:
             report = load_pretrained(self.net, self.pretrained, strict=False, unsafe=self.unsafe_load)
-            logger.info("backbone weights from %s: %s", self.pretrained, report.summary())
+            # also into the run's log file: the package logger (in load_pretrained) only reaches the console
+            print_log(f"backbone weights from {self.pretrained}: {report.summary()}", logger="current")
         self._is_init = True
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
