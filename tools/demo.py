@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The `make demo` main job, on CPU and the built-in generated data (no downloads).
 
-    python tools/demo.py                       # ~12 min on 2 CPU cores; output in output/demo
+    python tools/demo.py                       # ~15 min on 2 CPU cores; output in output/demo
     python tools/demo.py --quick               # a few iterations per stage: checks the whole path
     python tools/demo.py --skip-pretrain       # reuse output/demo/pretrain/{mae,supervised}
     python tools/demo.py --threads 1           # on a machine shared with other jobs

@@ -28,16 +28,16 @@ logger = get_logger(__name__)
 class DemoPlan:
     """What the demo runs. Fine-tuning lengths override the demo configs' schedules.
 
-    The defaults are sized for about 12 minutes on 2 quiet CPU cores: measured on one CPU thread,
-    a Mask R-CNN iteration (batch 4, 256 px) takes ~1.9 s and an UperNet iteration (batch 4,
-    128 px crops) ~0.8 s, so the fine-tuning schedules are shorter than the demo configs' 300
-    iterations. ``quick()`` is a smoke test of the whole path (a few iterations per stage).
+    The defaults are sized for about 15 minutes on 2 quiet CPU cores: a Mask R-CNN iteration
+    (batch 4, 256 px) takes ~0.9 s and an UperNet iteration (batch 4, 128 px crops) ~0.3 s there, so
+    the fine-tuning schedules are shorter than the demo configs' 300 iterations. At 60 Mask R-CNN
+    iterations no init had learnt to detect yet (AP ~0 for all); 150 tell them apart. ``quick()`` is a smoke test of the whole path (a few iterations per stage).
     """
     output: Path = Path("output/demo")
     inits: tuple[str, ...] = ("mae", "supervised", "random")
     tasks: tuple[str, ...] = ("det", "seg")
     recipe: PretrainRecipe = field(default_factory=PretrainRecipe)
-    det_iters: int | None = 60  # None: the config's SOLVER.MAX_ITER
+    det_iters: int | None = 150  # None: the config's SOLVER.MAX_ITER
     seg_iters: int | None = 120  # None: the config's train_cfg.max_iters
     det_config: str = "demo_vit_tiny"
     seg_config: str = "demo_vit_tiny"
