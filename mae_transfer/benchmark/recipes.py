@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-__all__ = ["det_recipe", "seg_recipe"]
+__all__ = ["det_recipe", "detector_steps", "seg_recipe"]
 
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -44,6 +44,27 @@ def _det_inputs(size: int, device: torch.device, num_instances: int = 8) -> List
     return [{"image": image.to(device), "instances": instances.to(device), "height": size, "width": size}]
 
 
+def detector_steps(model, optimizer, batch: List[Dict], device: torch.device, amp: Optional[str] = None):
+    """``(train_step, infer)`` for a Detectron2 model: forward + backward + optimizer step on
+    ``batch``, and inference on its first image. Call ``train_step`` inside an ``EventStorage``."""
+
+    def train_step():
+        model.train()
+        with _autocast(device, amp):
+            loss = sum(model(batch).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        model.eval()
+        first = {key: batch[0][key] for key in ("image", "height", "width") if key in batch[0]}
+        with torch.no_grad(), _autocast(device, amp):
+            model([first])
+
+    return train_step, infer
+
+
 def det_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> List[Dict]:
     """Rows for ViTDet-B Mask R-CNN: train step per image and inference per image."""
     from detectron2.modeling import build_model
@@ -59,21 +80,7 @@ def det_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
     cfg = load_config("coco_vitb_mae", opts)
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
-    batch = _det_inputs(size, device)
-
-    def train_step():
-        model.train()
-        with _autocast(device, amp):
-            loss = sum(model(batch).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def infer():
-        model.eval()
-        with torch.no_grad(), _autocast(device, amp):
-            model([{"image": batch[0]["image"], "height": size, "width": size}])
-
+    train_step, infer = detector_steps(model, optimizer, _det_inputs(size, device), device, amp)
     with EventStorage(0):  # Detectron2's heads log into it during training
         step = timed(train_step)
     name = "ViTDet-B" if not quick else "ViTDet-Ti (quick)"

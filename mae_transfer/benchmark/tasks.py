@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from . import recipes
 from .measure import Timer, median
 
 __all__ = ["run"]
@@ -53,20 +54,7 @@ def _det(device: torch.device, quick: bool) -> List[Dict]:
     optimizer = build_optimizer(cfg, model)
     batches = iter(build_train_loader(cfg))
     n = 1 if quick else 3
-    batch = next(batches)
-
-    def train_step():
-        model.train()
-        loss = sum(model(batch).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def infer():
-        model.eval()
-        with torch.no_grad():
-            model([{"image": batch[0]["image"]}])
-
+    train_step, infer = recipes.detector_steps(model, optimizer, next(batches), device)
     with EventStorage(0):  # Detectron2's heads log into it during training
         step = _timed(train_step, device, n)
     data = median([_time_next(batches) for _ in range(n + 1)])
@@ -126,7 +114,6 @@ def _seg(device: torch.device, quick: bool) -> List[Dict]:
 def run(case: str, *, device: torch.device, quick: bool, amp: Optional[str]) -> List[Dict]:
     """Rows ``{"task", "case", "value", "unit", "note"}``; ``{"task", "case", "skipped"}`` where a
     case cannot run. Each case also returns its ``data`` row (it shares the step timing)."""
-    from . import recipes
 
     def timed(fn) -> float:
         return _timed(fn, device, 1 if quick or device.type == "cpu" else 10)
