@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 __all__ = [
+    "AMP_DTYPES",
     "synchronize",
     "Timer",
     "PeakMemory",
@@ -45,12 +46,14 @@ def median(values: List[float]) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the --amp choices
+
+
 def autocast(device: torch.device, amp: Optional[str]):
     """``torch.autocast`` for ``amp`` in {None, "bf16", "fp16"}."""
     if not amp:
         return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 class Timer:

@@ -13,19 +13,13 @@ code with ViT-Ti at 256 px (det) / 128 px (seg).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, List, Optional
 
 import torch
 
+from .measure import AMP_DTYPES, autocast
+
 __all__ = ["det_recipe", "detector_steps", "seg_recipe"]
-
-_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _autocast(device: torch.device, amp: Optional[str]):
-    return torch.autocast(device.type, dtype=_AMP[amp]) if amp else contextlib.nullcontext()
-
 
 def _det_inputs(size: int, device: torch.device, num_instances: int = 8) -> List[Dict]:
     """One LSJ-sized training image with random boxes and box-shaped masks (Detectron2 format)."""
@@ -50,7 +44,7 @@ def detector_steps(model, optimizer, batch: List[Dict], device: torch.device, am
 
     def train_step():
         model.train()
-        with _autocast(device, amp):
+        with autocast(device, amp):
             loss = sum(model(batch).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,7 +53,7 @@ def detector_steps(model, optimizer, batch: List[Dict], device: torch.device, am
     def infer():
         model.eval()
         first = {key: batch[0][key] for key in ("image", "height", "width") if key in batch[0]}
-        with torch.no_grad(), _autocast(device, amp):
+        with torch.no_grad(), autocast(device, amp):
             model([first])
 
     return train_step, infer
@@ -128,7 +122,7 @@ def seg_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
     cfg = load_config("ade20k_vitb_mae", options)
     adapt_to_device(cfg, cuda=False)  # one process: SyncBN -> BN on every device; AMP set below
     if amp:
-        cfg.optim_wrapper.update(type="AmpOptimWrapper", dtype=amp.replace("bf16", "bfloat16").replace("fp16", "float16"))
+        cfg.optim_wrapper.update(type="AmpOptimWrapper", dtype=AMP_DTYPES[amp])
     with DefaultScope.overwrite_default_scope("mmseg"):
         model = MODELS.build(cfg.model).to(device)
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
@@ -142,7 +136,7 @@ def seg_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
 
     def infer():
         model.eval()
-        with torch.no_grad(), _autocast(device, amp):
+        with torch.no_grad(), autocast(device, amp):
             model.test_step(test_batch)
 
     step = timed(train_step)

@@ -15,7 +15,7 @@ import torch
 from . import report
 from .backbone_bench import GROUPS, run_group
 from .machine import load_average, machine_info
-from .measure import PeakMemory, matmul_peak_flops
+from .measure import AMP_DTYPES, PeakMemory, matmul_peak_flops
 
 __all__ = ["Options", "CASES", "default_cases", "run_benchmark"]
 
@@ -70,7 +70,7 @@ def _gemm(device: torch.device, opts: Options) -> List[Dict]:
     n = 256 if opts.quick else 4096
     dtypes = [torch.float32]
     if opts.amp:
-        dtypes.append({"bf16": torch.bfloat16, "fp16": torch.float16}[opts.amp])
+        dtypes.append(AMP_DTYPES[opts.amp])
     return [matmul_peak_flops(device, dtype, n=n) for dtype in dtypes]
 
 

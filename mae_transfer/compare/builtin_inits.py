@@ -26,8 +26,9 @@ class PretrainRecipe:
 
     MAE: 75% masking, normalised-pixel loss, 128 px random resized crops (8x8 patches), batch 32,
     lr 1.5e-3 with warmup and cosine decay; 1000 iterations = 125 epochs of the 256 images (about
-    0.3 s per iteration on 2 CPU cores; 300 iterations transferred clearly worse in the demo). Supervised: object-crop classification (~1000 crops),
-    64 px, batch 32, 150 iterations (about 0.35 s per iteration).
+    0.3 s per iteration on 2 CPU cores; 300 iterations transferred clearly worse in the demo).
+    Supervised: object-crop classification (~1000 crops), 64 px, batch 32, 150 iterations (about
+    0.35 s per iteration).
     """
     mae_iters: int = 1000
     mae_batch_size: int = 32

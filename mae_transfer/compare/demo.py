@@ -31,7 +31,8 @@ class DemoPlan:
     The defaults are sized for about 15 minutes on 2 quiet CPU cores: a Mask R-CNN iteration
     (batch 4, 256 px) takes ~0.9 s and an UperNet iteration (batch 4, 128 px crops) ~0.3 s there, so
     the fine-tuning schedules are shorter than the demo configs' 300 iterations. At 60 Mask R-CNN
-    iterations no init had learnt to detect yet (AP ~0 for all); 150 tell them apart. ``quick()`` is a smoke test of the whole path (a few iterations per stage).
+    iterations no init had learnt to detect yet (AP ~0 for all); 150 tell them apart. ``quick()``
+    is a smoke test of the whole path (a few iterations per stage).
     """
     output: Path = Path("output/demo")
     inits: tuple[str, ...] = ("mae", "supervised", "random")
