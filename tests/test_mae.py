@@ -90,12 +90,14 @@ class OfficialMAE(nn.Module):
         return (loss * mask).sum() / mask.sum(), pred, mask
 
 
-@pytest.mark.parametrize("num_patches, ratio", [(196, 0.75), (64, 0.75), (49, 0.6), (40, 0.9), (50, 0.25)])
-def test_masking_keeps_rounded_count_per_sample(num_patches, ratio):
+# (49, 0.6) and (40, 0.9): the official int() keeps 19 and 3 where round() would keep 20 and 4.
+@pytest.mark.parametrize("num_patches, ratio, keep", [(196, 0.75, 49), (64, 0.75, 16), (49, 0.6, 19),
+                                                      (40, 0.9, 3), (50, 0.25, 37)])
+def test_masking_keeps_official_truncated_count_per_sample(num_patches, ratio, keep):
     torch.manual_seed(0)
     x = torch.arange(4 * num_patches, dtype=torch.float32).view(4, num_patches, 1).repeat(1, 1, 3)
     visible, mask, ids_restore = random_masking(x, ratio)
-    keep = round(num_patches * (1 - ratio))
+    assert keep == int(num_patches * (1 - ratio))  # the official models_mae.py expression
     assert visible.shape == (4, keep, 3)
     assert torch.equal(mask.sum(1), torch.full((4,), float(num_patches - keep)))
     for b in range(4):  # visible tokens are exactly the unmasked ones
@@ -138,8 +140,9 @@ def test_parameter_names_and_shapes_match_official_base():
     assert not ours.pos_embed.requires_grad and not ours.decoder_pos_embed.requires_grad
 
 
-@pytest.mark.parametrize("norm_pix", [True, False])
-def test_forward_matches_official_with_same_weights(norm_pix):
+# ratio 0.9 on 16 patches: official int() keeps 1 patch, round() would keep 2.
+@pytest.mark.parametrize("norm_pix, ratio", [(True, 0.75), (False, 0.75), (True, 0.9)])
+def test_forward_matches_official_with_same_weights(norm_pix, ratio):
     torch.manual_seed(0)
     ours = create_mae("mae_vit_tiny_patch16", norm_pix_loss=norm_pix, depth=4, **TINY).eval()
     official = OfficialMAE(64, 16, 192, 4, 3, 128, 2, 4, norm_pix).eval()
@@ -147,8 +150,8 @@ def test_forward_matches_official_with_same_weights(norm_pix):
     assert torch.allclose(ours.pos_embed[0].double(), torch.from_numpy(official_sincos(192, 4)), atol=1e-6)
     imgs, noise = torch.randn(3, 3, 64, 64), torch.rand(3, 16)
     with torch.no_grad():
-        loss, pred, mask = ours(imgs, noise=noise)
-        loss_ref, pred_ref, mask_ref = official(imgs, 0.75, noise)
+        loss, pred, mask = ours(imgs, mask_ratio=ratio, noise=noise)
+        loss_ref, pred_ref, mask_ref = official(imgs, ratio, noise)
     assert torch.equal(mask, mask_ref)
     torch.testing.assert_close(pred, pred_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loss, loss_ref, atol=1e-6, rtol=1e-5)

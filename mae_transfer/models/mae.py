@@ -72,7 +72,8 @@ def random_masking(
 
     Args:
         x: ``(B, N, C)`` patch tokens.
-        mask_ratio: share of patches removed; ``round(N * (1 - mask_ratio))`` are kept.
+        mask_ratio: share of patches removed; ``int(N * (1 - mask_ratio))`` are kept, truncated as
+            in the official ``models_mae.py`` (49 patches at 0.6 keep 19, not 20).
         noise: optional ``(B, N)`` noise (default ``torch.rand``), for reproducible tests.
 
     Returns:
@@ -80,7 +81,7 @@ def random_masking(
         the original order, and ``ids_restore`` ``(B, N)`` that unshuffles.
     """
     b, n, c = x.shape
-    num_keep = int(round(n * (1.0 - mask_ratio)))
+    num_keep = int(n * (1 - mask_ratio))  # official truncation, same float expression
     if noise is None:
         noise = torch.rand(b, n, device=x.device)
     ids_shuffle = torch.argsort(noise, dim=1)
