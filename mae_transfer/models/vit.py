@@ -164,7 +164,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         qv_bias: bool = False,
-        pretrain_img_size: int = 224,
+        pretrain_img_size: Size2 = 224,
         use_abs_pos: bool = True,
         use_cls_token: Optional[bool] = None,
         pretrain_use_cls_token: bool = True,
@@ -187,9 +187,12 @@ class VisionTransformer(nn.Module):
             in_chans: image channels.
             embed_dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP ratio.
             qkv_bias: bias on ``attn.qkv``. qv_bias: BEiT ``q_bias``/``v_bias`` instead.
-            pretrain_img_size: the absolute position embedding is stored at this grid
-                (``pretrain_img_size // patch_size``), as in the checkpoints, and resized (bicubic)
-                to the input grid in every forward.
+            pretrain_img_size: ``int`` or ``(H, W)``; the absolute position embedding is stored
+                (and learned) at this grid, ``pretrain_img_size // patch_size``, and resized
+                (bicubic) to the input grid in the forward when they differ. Detectron2's ViTDet
+                keeps the checkpoint's grid (224) and resizes in every forward; MMSeg/BEiT
+                segmentation sets it to the crop size, so a checkpoint's table is resized once at
+                load and crop-size inputs use it as is.
             use_abs_pos: add the absolute position embedding ``pos_embed``.
             use_cls_token: prepend ``cls_token``. Default: True for global attention, False when
                 ``window_size > 0`` (windows have no cls token).
@@ -230,7 +233,8 @@ class VisionTransformer(nn.Module):
         self.num_heads = num_heads
         self.window_size = window_size
         self.num_prefix_tokens = 1 if use_cls_token else 0
-        self.pretrain_grid = (pretrain_img_size // patch_size,) * 2
+        pretrain_hw = to_2tuple(pretrain_img_size)
+        self.pretrain_grid = (pretrain_hw[0] // patch_size, pretrain_hw[1] // patch_size)
         self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         if window_size > 0:
             self.global_blocks = tuple(

@@ -23,7 +23,11 @@ class MAETransferViT(BaseModule):
     Args:
         arch: a ``create_vit`` preset, e.g. ``"vit_base_patch16"`` or ``"beit_base_patch16"``.
         img_size: training crop size (int or (h, w)); position tables are built for it and resized
-            on the fly for other input sizes.
+            on the fly for other input sizes (whole-image inference on larger images).
+        pretrain_img_size: grid the absolute position table is stored and learned at; default
+            ``img_size``, as MMSeg's MAE/BEiT backbones: a checkpoint's 224 table (197 tokens) is
+            resized once at load (bicubic) to the crop grid (1025 tokens at 512, patch 16), learned
+            there, and used as is by sliding-window inference (window = crop).
         out_indices: 0-based blocks whose outputs are returned (MAE/BEiT UperNet: 3, 5, 7, 11).
         pretrained: checkpoint path or URL loaded by :func:`mae_transfer.checkpoints.load_pretrained`
             (any layout it recognises; the load report is logged). ``init_cfg=dict(type='Pretrained',
@@ -37,7 +41,8 @@ class MAETransferViT(BaseModule):
     """
 
     def __init__(self, arch: str = "vit_base_patch16", img_size: int | Sequence[int] = 512,
-                 out_indices: Sequence[int] = (3, 5, 7, 11), pretrained: str | None = None,
+                 out_indices: Sequence[int] = (3, 5, 7, 11),
+                 pretrain_img_size: int | Sequence[int] | None = None, pretrained: str | None = None,
                  unsafe_load: bool = False, final_norm: bool = False, init_cfg: dict | None = None,
                  **vit_kwargs) -> None:
         super().__init__(init_cfg=None)
@@ -48,8 +53,12 @@ class MAETransferViT(BaseModule):
             pretrained = init_cfg["checkpoint"]
         if isinstance(img_size, Sequence):
             img_size = tuple(img_size)
-        self.net = create_vit(arch, img_size=img_size, out_indices=tuple(out_indices), final_norm=final_norm,
-                              **vit_kwargs)
+        if pretrain_img_size is None:
+            pretrain_img_size = img_size
+        elif isinstance(pretrain_img_size, Sequence):
+            pretrain_img_size = tuple(pretrain_img_size)
+        self.net = create_vit(arch, img_size=img_size, pretrain_img_size=pretrain_img_size,
+                              out_indices=tuple(out_indices), final_norm=final_norm, **vit_kwargs)
         self.pretrained = pretrained
         self.unsafe_load = unsafe_load
 
