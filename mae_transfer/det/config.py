@@ -83,6 +83,9 @@ def add_vit_config(cfg: CN) -> CN:
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's) | "ADAMW"
     cfg.SOLVER.BETAS = (0.9, 0.999)
     cfg.SOLVER.LAYER_DECAY = 1.0  # lr scale decay ** (num_layers + 1 - layer_id); 1.0 = off
+    # DDP gradients all-reduced in fp16 (Detectron2's create_ddp_model(fp16_compression=True), as
+    # ViTDet's LazyConfigs set train.ddp.fp16_compression=True); only acts with several processes
+    cfg.SOLVER.FP16_COMPRESSION = False
 
     lsj = cfg.INPUT.LSJ = CN()
     lsj.ENABLED = False  # large-scale jitter replaces ResizeShortestEdge when enabled

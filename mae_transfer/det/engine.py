@@ -37,15 +37,17 @@ from .data import build_test_loader, build_train_loader, prepare_datasets
 logger = logging.getLogger("mae_transfer.det")
 
 
-def create_ddp_model_any_device(model: torch.nn.Module) -> torch.nn.Module:
+def create_ddp_model_any_device(model: torch.nn.Module, fp16_compression: bool = False) -> torch.nn.Module:
     """Wrap ``model`` in DistributedDataParallel when there are several processes.
 
     CUDA models get ``device_ids=[local_rank]`` (NCCL, as Detectron2 does); CPU models get
-    ``device_ids=None`` (gloo), the only form DDP accepts for CPU modules.
+    ``device_ids=None`` (gloo), the only form DDP accepts for CPU modules. ``fp16_compression``
+    registers Detectron2's fp16 all-reduce hook (``SOLVER.FP16_COMPRESSION``; works on gloo too).
     """
     on_cuda = next(model.parameters()).is_cuda
     device_ids = [comm.get_local_rank()] if on_cuda else None
-    return create_ddp_model(model, device_ids=device_ids, broadcast_buffers=False)
+    return create_ddp_model(model, device_ids=device_ids, broadcast_buffers=False,
+                            fp16_compression=fp16_compression)
 
 
 def share_cpu_threads() -> None:
@@ -108,7 +110,7 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model_any_device(model)
+        model = create_ddp_model_any_device(model, fp16_compression=cfg.SOLVER.FP16_COMPRESSION)
         trainer_cls = _CheckedAMPTrainer if cfg.SOLVER.AMP.ENABLED else _CheckedSimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
