@@ -30,7 +30,8 @@ NO_WEIGHTS = ["MODEL.VIT.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", 80]
 
 def test_shipped_configs_are_listed():
     expected = {"coco_vitb_mae.yaml", "coco_vitb_supervised.yaml", "coco_vitb_beit.yaml",
-                "coco_vitl_mae.yaml", "coco_vitb_mae_fpn.yaml", "coco_vitb_mae_last4.yaml"}
+                "coco_vitl_mae.yaml", "coco_vitb_mae_fpn.yaml", "coco_vitb_mae_last4.yaml",
+                "coco_vitb_mocov3.yaml", "coco_vitb_random.yaml"}
     assert expected <= set(COCO_CONFIGS)
     assert (CONFIG_DIR / "demo_vit_tiny.yaml").is_file()
 
@@ -45,6 +46,13 @@ def test_vitb_mae_config_is_the_vitdet_recipe():
     assert cfg.MODEL.VIT.WEIGHTS.endswith("mae_pretrain_vit_base.pth")
     large = load_config("coco_vitl_mae.yaml")
     assert (large.SOLVER.LAYER_DECAY, large.MODEL.VIT.DROP_PATH, large.MODEL.VIT.NAME) == (0.8, 0.4, "vit_large_patch16")
+
+
+def test_random_init_config_trains_4x_longer_without_layer_decay():
+    base, cfg = load_config("coco_vitb_mae").SOLVER, load_config("coco_vitb_random")
+    assert cfg.MODEL.VIT.WEIGHTS == "" and cfg.SOLVER.LAYER_DECAY == 1.0
+    assert cfg.SOLVER.MAX_ITER == 4 * base.MAX_ITER  # Detectron2's 400ep LSJ arithmetic
+    assert list(cfg.SOLVER.STEPS) == [4 * step for step in base.STEPS]
 
 
 
