@@ -253,7 +253,7 @@ class VisionTransformer(nn.Module):
             feature_stride: resize the input by ``patch_size / feature_stride`` (bilinear) so the
                 maps have this stride w.r.t. the given image, e.g. 16 for a patch-14 ViT under a
                 pyramid built for stride 16 (a ``H x W`` input is seen at
-                ``ceil(H / 16) * 14 x ceil(W / 16) * 14``). None = ``patch_size`` (no resize).
+                ``(H // 16) * 14 x (W // 16) * 14``). None = ``patch_size`` (no resize).
         """
         super().__init__()
         if rel_pos not in (None, "decomposed", "beit", "beit_shared"):
@@ -280,7 +280,8 @@ class VisionTransformer(nn.Module):
         self.pos_embed_antialias = pos_embed_antialias
         self.feature_stride = feature_stride or patch_size
         self.pretrain_grid = (pretrain_img_size // patch_size,) * 2
-        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        stride = self.feature_stride  # the token grid of an img_size input
+        self.grid_size = (self.img_size[0] // stride, self.img_size[1] // stride)
         if window_size > 0:
             self.global_blocks = tuple(
                 vitdet_global_blocks(depth) if global_blocks is None else global_blocks
@@ -368,7 +369,7 @@ class VisionTransformer(nn.Module):
         if self.feature_stride == self.patch_size:
             return x
         s, p = self.feature_stride, self.patch_size
-        size = (-(-x.shape[-2] // s) * p, -(-x.shape[-1] // s) * p)
+        size = (x.shape[-2] // s * p, x.shape[-1] // s * p)  # floor, as the patch convolution
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
