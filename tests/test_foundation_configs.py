@@ -84,3 +84,26 @@ def test_seg_dinov2_config_builds_with_stride16_maps():
     with torch.no_grad():
         maps = backbone(torch.randn(1, 3, 512, 512))
     assert [tuple(m.shape) for m in maps] == [(1, 768, 32, 32)] * 4
+
+
+def test_compare_inits_dinov2_and_sam_switch_the_architecture(tmp_path):
+    """``compare --inits dinov2=PATH sam=PATH``: the checkpoints' presets reach both commands and
+    the demo recipes accept the overrides."""
+    from mae_transfer.compare import resolve_inits
+    from mae_transfer.compare.launch import det_command, seg_command
+
+    dino = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, depth=1, num_classes=0)
+    sam = timm.create_model("samvit_base_patch16", pretrained=False, depth=1, num_classes=0)
+    torch.save(dict(dino.state_dict(), mask_token=torch.zeros(1, 384)), tmp_path / "dino.pth")
+    torch.save(sam.state_dict(), tmp_path / "sam.pth")
+    inits = resolve_inits([f"dinov2={tmp_path / 'dino.pth'}", f"sam={tmp_path / 'sam.pth'}"], tmp_path)
+    assert [i.name for i in inits] == ["dinov2", "sam"]
+    assert inits[0].det_opts[:2] == ("MODEL.VIT.NAME", "vit_small_patch14_reg4_dinov2")
+    assert "MODEL.VIT.FEATURE_STRIDE" in inits[0].det_opts
+    assert inits[1].det_opts[:2] == ("MODEL.VIT.NAME", "samvit_base_patch16")
+    for init in inits:
+        command = det_command("demo_vit_tiny", tmp_path / "run", init, ["SOLVER.MAX_ITER", "5"])
+        opts = command[command.index("OUTPUT_DIR"):]
+        cfg = load_det_config("demo_vit_tiny", opts)
+        assert cfg.MODEL.VIT.NAME == init.det_opts[1] and cfg.SOLVER.MAX_ITER == 5
+        assert f"model.backbone.arch={init.det_opts[1]}" in seg_command("demo_vit_tiny", tmp_path, init)
