@@ -288,7 +288,8 @@ def test_two_processes_gloo_end_with_identical_weights(ade_data, tmp_path):
 
 ADE20K_CONFIGS = sorted(p.stem for p in (REPO / "configs" / "seg").glob("ade20k_*.py"))
 # One config per distinct architecture (the others differ only in weights / optimiser / freezing).
-ARCHITECTURES = {"ade20k_vitb_mae": (12, 768), "ade20k_vitb_beit": (12, 768), "ade20k_vitl_mae": (24, 1024)}
+ARCHITECTURES = {"ade20k_vitb_mae": (12, 768), "ade20k_vitb_beit": (12, 768), "ade20k_vitl_mae": (24, 1024),
+                 "ade20k_vitb_dinov2": (12, 768)}
 
 
 def _architecture(name: str) -> str:

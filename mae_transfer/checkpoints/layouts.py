@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from .foundation import dinov2_hub_to_timm, sam_to_timm
+
 Tensor = torch.Tensor
 
 # Roles a key prefix can play.
@@ -64,6 +66,8 @@ class Layout:
             ``"ignore: <reason>"``. Keys matching no prefix are ``"rest"``.
         naming: renaming table for the ViT part, a key of :data:`NAMINGS`.
         rest_reason: why ``"rest"`` keys are dropped when the model has no such keys.
+        convert: pure ``state_dict -> (state_dict, notes)`` applied before routing (tensor
+            reshapes or renames a regex table cannot do), or None.
     """
 
     name: str
@@ -72,6 +76,7 @@ class Layout:
     prefixes: Sequence[tuple[str, str]] = (("", VIT),)
     naming: str = "timm"
     rest_reason: str = "not part of the backbone"
+    convert: Callable[[Mapping[str, Tensor]], tuple[dict, list]] | None = None
 
 
 def _starts(*prefixes: str) -> Callable[[set], bool]:
@@ -110,6 +115,25 @@ def _mmseg_layouts(prefix: str, where: str, rest: str) -> list[Layout]:
                    naming="mmseg", rest_reason=rest) for name, desc, pred in kinds]
 
 
+_SAM_NECK = ("ignore: SAM's neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d to 256 channels "
+             "for SAM's mask decoder), not used: the pyramid reads the last block's map")
+_SAM_PROMPT = "ignore: SAM prompt encoder (points, boxes, masks), not part of the image encoder"
+_SAM_DECODER = "ignore: SAM mask decoder, not part of the image encoder"
+FOUNDATION_LAYOUTS: list[Layout] = [
+    Layout("sam", "official Segment Anything checkpoint (image_encoder.*, prompt_encoder.*, mask_decoder.*)",
+           _starts("image_encoder.patch_embed."),
+           (("image_encoder.", VIT), ("image_encoder.neck.", _SAM_NECK), ("prompt_encoder.", _SAM_PROMPT),
+            ("mask_decoder.", _SAM_DECODER)),
+           rest_reason="not part of SAM's image encoder", convert=sam_to_timm),
+    Layout("timm_samvit", "timm samvit_* (SAM image encoder, timm names, neck.*)",
+           _all(_VIT_KEYS, _starts("neck.0."), _contains(r"^blocks\.\d+\.attn\.rel_pos_h$")),
+           (("", VIT), ("neck.", _SAM_NECK)), convert=sam_to_timm),
+    Layout("dinov2", "official DINOv2 hub file (dinov2_vit*14[_reg4]_pretrain.pth: mask_token, ls1.gamma)",
+           _all(_VIT_KEYS, _starts("mask_token"), _contains(r"\.ls1\.gamma$")), convert=dinov2_hub_to_timm),
+    Layout("timm_dinov2", "headless timm ViT with layer scale / registers (vit_*_patch14[_reg4]_dinov2)",
+           _all(_VIT_KEYS, _not(_starts("head", "dist_token")), _contains(r"^reg_token$|\.ls1\.gamma$"))),
+]
+
 # Order matters: the first layout whose detect() holds is used.
 LAYOUTS: list[Layout] = [
     Layout("moco_v3", "MoCo v3 ({'state_dict'}: module.base_encoder / momentum_encoder)",
@@ -133,6 +157,7 @@ LAYOUTS: list[Layout] = [
     *_mmseg_layouts("", "backbone only", "not part of the backbone"),
     Layout("mae_transfer", "mae_transfer converted weights (ViT + pyramid.*)",
            _all(_VIT_KEYS, _starts("pyramid.")), (("pyramid.", PYRAMID), ("", VIT))),
+    *FOUNDATION_LAYOUTS,
     Layout("beit", "BEiT (unilm or timm Beit names)",
            _all(_VIT_KEYS, _contains(r"(\.attn\.q_bias|relative_position_bias_table)$"))),
     Layout("mae_pretrain", "MAE full pretraining checkpoint (encoder + decoder)",
@@ -232,6 +257,9 @@ def convert_state_dict(state_dict: Mapping[str, Tensor], layout: Layout | None =
     (detected when omitted). Pure: no model needed."""
     layout = layout or detect_layout(state_dict)
     out = Converted(layout.name, layout.description, rest_reason=layout.rest_reason)
+    if layout.convert is not None:
+        state_dict, notes = layout.convert(state_dict)
+        out.notes.extend(notes)
     table = NAMINGS[layout.naming]
     for key, value in state_dict.items():
         role, sub = _route(key, layout.prefixes)

@@ -33,12 +33,14 @@ EXPECTED_MISSING: tuple[tuple[str, str, bool], ...] = (
     (r"^pos_embed$", "the checkpoint has no absolute position embedding (BEiT uses relative "
      "position bias only); left at its initial value", False),
     (r"\.gamma_[12]$", "the checkpoint has no layer scale; left at its initial value", False),
+    (r"^reg_token$", "the checkpoint has no register tokens; left at their initial value", False),
 )
 # Checkpoint tensors a model variant has no place for, by design: (pattern, reason).
 EXPECTED_UNUSED: tuple[tuple[str, str], ...] = (
     (r"^cls_token$", "the model uses no class token (window attention, as in ViTDet)"),
     (r"^pos_embed$", "the model has no absolute position embedding (use_abs_pos=False)"),
     (r"^norm\.", "the model has no final norm (final_norm=False)"),
+    (r"^reg_token$", "the model has no register tokens (num_reg_tokens=0, e.g. window attention)"),
 )
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 

@@ -7,7 +7,9 @@ Initialisations are given as text (``tools/compare.py --inits``):
   (:mod:`mae_transfer.compare.builtin_inits`; pretrained on first use);
 * ``beit`` — a BEiT checkpoint named by ``$MAE_TRANSFER_BEIT`` (there is no built-in BEiT
   pretraining); skipped with a message when none is set;
-* ``NAME=PATH`` or ``PATH`` — any checkpoint the project's loader reads (MAE, DeiT/timm, BEiT, ...).
+* ``NAME=PATH`` or ``PATH`` — any checkpoint the project's loader reads (MAE, DeiT/timm, BEiT, ...);
+  DINOv2 and SAM checkpoints (e.g. ``dinov2=PATH sam=PATH``) also switch the run to their
+  architecture (:mod:`.arch`), the recipe otherwise unchanged.
 
 Each run is a subprocess of ``tools/train_det.py`` / ``tools/train_seg.py`` (the frameworks' own
 progress logs and ETA stream to the console) whose wall time is stored in ``compare_run.json``.
@@ -27,6 +29,7 @@ from typing import Sequence
 
 from mae_transfer.utils.logger import get_logger
 
+from .arch import overrides_for_checkpoint
 from .runs import RUN_INFO, RunDirError, RunRecord, read_run
 
 logger = get_logger(__name__)
@@ -46,6 +49,8 @@ class Init:
     """A backbone initialisation: a display name and a checkpoint (``None``: random init)."""
     name: str
     weights: str | None
+    det_opts: tuple[str, ...] = ()  # architecture overrides (DINOv2 / SAM), before the user's
+    seg_opts: tuple[str, ...] = ()
 
 
 def parse_init(text: str) -> tuple[str, str | None]:
@@ -84,19 +89,22 @@ def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bo
             path = str(builtin_checkpoint(name, pretrain_dir, create=pretrain_missing))
         if not (path.startswith(("http://", "https://")) or Path(path).is_file()):
             raise InitError(f"checkpoint {path} for initialisation {name!r} does not exist; fix the path.")
-        inits.append(Init(name, path))
+        preset, det_opts, seg_opts = overrides_for_checkpoint(path) if Path(path).is_file() else (None, [], [])
+        if preset:
+            logger.info("%s: %s checkpoint, runs use that architecture", name, preset)
+        inits.append(Init(name, path, tuple(det_opts), tuple(seg_opts)))
     return inits
 
 
 def det_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
     """``tools/train_det.py`` arguments for one run (weights through ``MODEL.VIT.WEIGHTS``)."""
     return [sys.executable, str(REPO / "tools" / "train_det.py"), "--config", config,
-            "OUTPUT_DIR", str(run_dir), "MODEL.VIT.WEIGHTS", init.weights or "", *opts]
+            "OUTPUT_DIR", str(run_dir), "MODEL.VIT.WEIGHTS", init.weights or "", *init.det_opts, *opts]
 
 
 def seg_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
     """``tools/train_seg.py`` arguments for one run (weights through ``model.backbone.pretrained``)."""
-    options = ([f"model.backbone.pretrained={init.weights}"] if init.weights else []) + list(opts)
+    options = ([f"model.backbone.pretrained={init.weights}"] if init.weights else []) + list(init.seg_opts) + list(opts)
     return [sys.executable, str(REPO / "tools" / "train_seg.py"), config, "--work-dir", str(run_dir),
             *(["--cfg-options", *options] if options else [])]
 

@@ -48,7 +48,7 @@ class ViTSimplePyramid(SimplePyramid, Backbone):
                  scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5), norm: str = "LN",
                  top_block: nn.Module | None = None, square_pad: int = 0):
         super().__init__(in_channels=net.embed_dim, out_channels=out_channels, scale_factors=scale_factors,
-                         norm=norm, in_stride=net.patch_size)
+                         norm=norm, in_stride=net.feature_stride)
         self.net, self.top_block = net, top_block
         names, strides = list(self.out_features), list(self.strides)
         if top_block is not None:
@@ -127,7 +127,7 @@ def build_vit_multilevel_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> B
             f"MODEL.PYRAMID.SCALE_FACTORS entry, e.g. [3, 5, 7, 11] for ViT-B."
         )
     net = build_vit(cfg)
-    bottom_up = ViTMultiLevel(net, MultiLevelPyramid(in_channels=net.embed_dim, in_stride=net.patch_size,
+    bottom_up = ViTMultiLevel(net, MultiLevelPyramid(in_channels=net.embed_dim, in_stride=net.feature_stride,
                                                      **pyramid_kwargs_from_cfg(cfg)))
     load_vit_weights(cfg, bottom_up)
     return FPN(

@@ -45,6 +45,7 @@ def resize_abs_pos_embed(
     new_hw: Size2,
     num_prefix_tokens: int,
     old_hw: Optional[Size2] = None,
+    antialias: bool = False,
 ) -> torch.Tensor:
     """Resample an absolute position embedding to another patch grid (bicubic).
 
@@ -53,10 +54,12 @@ def resize_abs_pos_embed(
         new_hw: target grid ``(H, W)`` (or one int for a square grid).
         num_prefix_tokens: ``P``; their entries are kept unchanged.
         old_hw: source grid ``(h0, w0)``; inferred as square when omitted.
+        antialias: antialiased bicubic when shrinking, as timm's ``resample_abs_pos_embed``
+            (its default, used for DINOv2 and SAM); False (default) as Detectron2 / MMSeg.
 
     Returns:
         ``(1, P + H*W, C)``. Interpolation is ``F.interpolate(mode="bicubic",
-        align_corners=False)`` without antialiasing, in float32 — the same numbers as Detectron2's
+        align_corners=False)`` in float32 — without antialiasing the same numbers as Detectron2's
         ``get_abs_pos`` and MMSeg's ``resize_pos_embed``; the input is returned as is when the grid
         already matches.
     """
@@ -78,7 +81,9 @@ def resize_abs_pos_embed(
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dim = grid.shape[-1]
     grid = grid.float().reshape(1, old_h, old_w, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new_h, new_w), mode="bicubic", align_corners=False)
+    grid = F.interpolate(
+        grid, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=antialias
+    )
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_h * new_w, dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
 

@@ -7,7 +7,11 @@ One class covers the layouts the MAE / ViTDet / BEiT papers transfer:
 - ViTDet (Detectron2 ``ViT``): window attention with a few global blocks, decomposed relative
   position, no cls token, the absolute position embedding kept at its pre-training grid (with its
   cls slot, ``pretrain_use_cls_token``) and resized to the input grid on the fly;
-- BEiT (timm ``Beit``): q/v bias, layer scale, relative position bias per block or shared.
+- BEiT (timm ``Beit``): q/v bias, layer scale, relative position bias per block or shared;
+- DINOv2 (timm ``vit_*_patch14_dinov2`` / ``*_reg4_dinov2``): patch 14, layer scale, register
+  tokens (``reg_token``) with a position embedding over the patches only, SwiGLU MLP (giant);
+- SAM's image encoder (timm ``samvit_*``): ViTDet-like windows and decomposed relative positions,
+  absolute positions for the 64x64 grid at 1024, no cls token, no final norm.
 
 Parameter names are timm's (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
 ``blocks.{i}.norm1``, ``attn.qkv`` / ``attn.q_bias`` / ``attn.v_bias``, ``attn.proj``,
@@ -22,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, RelativePositionBias
@@ -54,6 +59,23 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """Packed SwiGLU (DINOv2 giant; timm ``SwiGLUPacked``): ``fc1`` to ``2h``, ``silu(a) * b``,
+    ``fc2`` from ``h``. DINOv2's own names ``w12`` / ``w3`` are renamed at load."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim // 2, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(F.silu(a) * b)
+
+
+MLP_LAYERS = {"gelu": Mlp, "swiglu": SwiGLU}
 
 
 class DropPath(nn.Module):
@@ -90,6 +112,7 @@ class Block(nn.Module):
         rel_pos: Optional[str] = None,
         input_size: Optional[Size2] = None,
         layer_scale: Optional[float] = None,
+        mlp_layer: str = "gelu",
     ):
         """
         Args:
@@ -104,6 +127,8 @@ class Block(nn.Module):
             input_size: patch grid of the model's ``img_size``; sizes relative tables of global
                 blocks (window blocks size them from the window).
             layer_scale: initial value of the BEiT/CaiT ``gamma_1``/``gamma_2``; None = off.
+            mlp_layer: ``"gelu"`` (``fc1 -> GELU -> fc2``) or ``"swiglu"`` (:class:`SwiGLU`, whose
+                ``fc1`` has ``int(dim * mlp_ratio)`` outputs, split in two halves).
         """
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -118,7 +143,9 @@ class Block(nn.Module):
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if mlp_layer not in MLP_LAYERS:
+            raise ValueError(f"mlp_layer must be one of {sorted(MLP_LAYERS)}, got {mlp_layer!r}.")
+        self.mlp = MLP_LAYERS[mlp_layer](dim, int(dim * mlp_ratio))
         if layer_scale is not None:
             self.gamma_1 = nn.Parameter(torch.full((dim,), float(layer_scale)))
             self.gamma_2 = nn.Parameter(torch.full((dim,), float(layer_scale)))
@@ -164,7 +191,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         qv_bias: bool = False,
-        pretrain_img_size: Size2 = 224,
+        pretrain_img_size: Size2 | None = 224,
         use_abs_pos: bool = True,
         use_cls_token: Optional[bool] = None,
         pretrain_use_cls_token: bool = True,
@@ -177,6 +204,11 @@ class VisionTransformer(nn.Module):
         final_norm: bool = True,
         grad_checkpointing: Union[bool, int] = False,
         out_indices: Optional[Sequence[int]] = None,
+        num_reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        pos_embed_antialias: bool = False,
+        mlp_layer: str = "gelu",
+        feature_stride: Optional[int] = None,
     ):
         """
         Args:
@@ -188,7 +220,8 @@ class VisionTransformer(nn.Module):
             embed_dim, depth, num_heads, mlp_ratio: transformer width, blocks, heads, MLP ratio.
             qkv_bias: bias on ``attn.qkv``. qv_bias: BEiT ``q_bias``/``v_bias`` instead.
             pretrain_img_size: ``int`` or ``(H, W)``; the absolute position embedding is stored
-                (and learned) at this grid, ``pretrain_img_size // patch_size``, and resized
+                (and learned) at this grid, ``pretrain_img_size // patch_size`` (``None``: the
+                training grid ``img_size // feature_stride``), and resized
                 (bicubic) to the input grid in the forward when they differ. Detectron2's ViTDet
                 keeps the checkpoint's grid (224) and resizes in every forward; MMSeg/BEiT
                 segmentation sets it to the crop size, so a checkpoint's table is resized once at
@@ -214,6 +247,17 @@ class VisionTransformer(nn.Module):
                 ``n`` = the first ``n`` blocks.
             out_indices: 0-based blocks whose outputs :meth:`forward_maps` returns; default the
                 last block.
+            num_reg_tokens: register tokens ``reg_token`` ``(1, R, C)`` after the cls token
+                (DINOv2 with registers); they need global attention and ``no_embed_class``.
+            no_embed_class: ``pos_embed`` covers the patches only and is added before the prefix
+                tokens are prepended (timm ``no_embed_class``; DINOv2 with registers).
+            pos_embed_antialias: resize ``pos_embed`` with antialiasing when shrinking it, as
+                timm does for DINOv2 / SAM (False: Detectron2 / MMSeg numbers).
+            mlp_layer: ``"gelu"`` or ``"swiglu"`` (DINOv2 giant), see :class:`Block`.
+            feature_stride: resize the input by ``patch_size / feature_stride`` (bilinear) so the
+                maps have this stride w.r.t. the given image, e.g. 16 for a patch-14 ViT under a
+                pyramid built for stride 16 (a ``H x W`` input is seen at
+                ``(H // 16) * 14 x (W // 16) * 14``). None = ``patch_size`` (no resize).
         """
         super().__init__()
         if rel_pos not in (None, "decomposed", "beit", "beit_shared"):
@@ -226,16 +270,26 @@ class VisionTransformer(nn.Module):
             raise ValueError("use_cls_token=True needs global attention (window_size=0).")
         if rel_pos == "beit_shared" and window_size > 0:
             raise ValueError("rel_pos='beit_shared' needs global attention (window_size=0).")
+        if num_reg_tokens and (window_size > 0 or not no_embed_class):
+            raise ValueError("num_reg_tokens > 0 needs global attention (window_size=0) and "
+                             "no_embed_class=True (registers have no position embedding).")
         self.img_size = to_2tuple(img_size)
         self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.depth = depth
         self.num_heads = num_heads
         self.window_size = window_size
-        self.num_prefix_tokens = 1 if use_cls_token else 0
-        pretrain_hw = to_2tuple(pretrain_img_size)
-        self.pretrain_grid = (pretrain_hw[0] // patch_size, pretrain_hw[1] // patch_size)
-        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.num_prefix_tokens = int(use_cls_token) + num_reg_tokens
+        self.num_reg_tokens = num_reg_tokens
+        self.pos_embed_antialias = pos_embed_antialias
+        self.feature_stride = feature_stride or patch_size
+        stride = self.feature_stride  # the token grid of an img_size input
+        self.grid_size = (self.img_size[0] // stride, self.img_size[1] // stride)
+        if pretrain_img_size is None:  # store the table at the training grid
+            self.pretrain_grid = self.grid_size
+        else:
+            pretrain_hw = to_2tuple(pretrain_img_size)
+            self.pretrain_grid = (pretrain_hw[0] // patch_size, pretrain_hw[1] // patch_size)
         if window_size > 0:
             self.global_blocks = tuple(
                 vitdet_global_blocks(depth) if global_blocks is None else global_blocks
@@ -249,7 +303,10 @@ class VisionTransformer(nn.Module):
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if use_cls_token else None
-        self.pos_embed_has_cls = bool(use_cls_token or pretrain_use_cls_token)
+        self.reg_token = (
+            nn.Parameter(torch.zeros(1, num_reg_tokens, embed_dim)) if num_reg_tokens else None
+        )
+        self.pos_embed_has_cls = bool(use_cls_token or pretrain_use_cls_token) and not no_embed_class
         if use_abs_pos:
             num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + int(self.pos_embed_has_cls)
             self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
@@ -274,6 +331,7 @@ class VisionTransformer(nn.Module):
                 rel_pos=block_rel_pos,
                 input_size=self.grid_size,
                 layer_scale=layer_scale,
+                mlp_layer=mlp_layer,
             )
             for i in range(depth)
         )
@@ -295,28 +353,44 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=1e-6)
 
     def no_weight_decay(self) -> set:
         """Names of position tables and tokens (timm convention)."""
-        return {"pos_embed", "cls_token"}
+        return {"pos_embed", "cls_token", "reg_token"}
 
     # -- forward ---------------------------------------------------------------------------------
 
     def abs_pos_embed(self, hw: Tuple[int, int]) -> torch.Tensor:
-        """``pos_embed`` resized to grid ``hw``: ``(1, P + h*w, C)`` (cls entry dropped if P = 0)."""
+        """``pos_embed`` resized to grid ``hw``: ``(1, 1 + h*w, C)`` when the cls token takes a
+        position, else ``(1, h*w, C)`` (the cls entry dropped)."""
         num_prefix = int(self.pos_embed_has_cls)
-        pos = resize_abs_pos_embed(self.pos_embed, hw, num_prefix, old_hw=self.pretrain_grid)
-        if num_prefix and self.num_prefix_tokens == 0:
+        pos = resize_abs_pos_embed(self.pos_embed, hw, num_prefix, old_hw=self.pretrain_grid,
+                                   antialias=self.pos_embed_antialias)  # fmt: skip
+        if num_prefix and self.cls_token is None:
             pos = pos[:, 1:]
         return pos
 
+    def resize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` resized so the maps have stride ``feature_stride`` (see ``__init__``)."""
+        if self.feature_stride == self.patch_size:
+            return x
+        s, p = self.feature_stride, self.patch_size
+        size = (x.shape[-2] // s * p, x.shape[-1] // s * p)  # floor, as the patch convolution
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
     def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        x, hw = self.patch_embed(x)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        """``(B, 3, H, W) -> (B, P + h*w, C)``: [cls, registers, patches] (timm's order)."""
+        x, hw = self.patch_embed(self.resize_input(x))
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token)
+                  if t is not None]  # fmt: skip
         if self.pos_embed is not None:
-            x = x + self.abs_pos_embed(hw)
-        return x, hw
+            pos = self.abs_pos_embed(hw)
+            if pos.shape[1] > hw[0] * hw[1]:  # the cls token has a position (no registers)
+                return torch.cat(prefix + [x], dim=1) + pos, hw
+            x = x + pos
+        return torch.cat(prefix + [x], dim=1) if prefix else x, hw
 
     def _checkpointed(self, index: int) -> bool:
         flag = self.grad_checkpointing
@@ -366,6 +440,29 @@ class VisionTransformer(nn.Module):
 
 # -- presets -------------------------------------------------------------------------------------
 
+# DINOv2 (timm vit_*_patch14_dinov2): layer scale 1e-5, position table of the 37x37 grid at 518
+# (timm resizes it with antialiasing); with registers, the table covers the patches only.
+_DINOV2 = dict(patch_size=14, layer_scale=1e-5, pretrain_img_size=518, img_size=518,
+               pos_embed_antialias=True)
+_DINOV2_SIZES = {
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    # hidden 8192 = 2 x 4096 (DINOv2's SwiGLUFFNFused rounding of 2/3 * 4 * 1536)
+    "giant": dict(embed_dim=1536, depth=40, num_heads=24, mlp_ratio=2.66667 * 2, mlp_layer="swiglu"),
+}
+_DINOV2_REG = {"": {}, "_reg4": dict(num_reg_tokens=4, no_embed_class=True)}
+# SAM image encoder (timm samvit_*_patch16): 1024 input, 64x64 position table without cls entry,
+# 14x14 windows, global blocks = last of each quarter (vitdet_global_blocks), decomposed relative
+# positions, no final norm (SAM's neck follows, which is not part of this encoder).
+_SAM = dict(img_size=1024, pretrain_img_size=1024, use_cls_token=False, pretrain_use_cls_token=False,
+            window_size=14, rel_pos="decomposed", final_norm=False, pos_embed_antialias=True)
+_SAM_SIZES = {
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "huge": dict(embed_dim=1280, depth=32, num_heads=16),
+}
+
 PRESETS: Dict[str, Dict] = {
     "vit_tiny_patch16": dict(embed_dim=192, depth=12, num_heads=3),
     "vit_small_patch16": dict(embed_dim=384, depth=12, num_heads=6),
@@ -373,6 +470,9 @@ PRESETS: Dict[str, Dict] = {
     "vit_large_patch16": dict(embed_dim=1024, depth=24, num_heads=16),
     "vit_huge_patch16": dict(embed_dim=1280, depth=32, num_heads=16),
     "vit_huge_patch14": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14),
+    **{f"vit_{size}_patch14{reg}_dinov2": dict(_DINOV2, **_DINOV2_SIZES[size], **_DINOV2_REG[reg])
+       for size in _DINOV2_SIZES for reg in _DINOV2_REG},
+    **{f"samvit_{size}_patch16": dict(_SAM, **dims) for size, dims in _SAM_SIZES.items()},
     # BEiT (timm beit_*_patch16_224): q/v bias, layer scale, per-block relative bias, no abs pos.
     "beit_base_patch16": dict(
         embed_dim=768, depth=12, num_heads=12, qv_bias=True, layer_scale=0.1,

@@ -25,7 +25,7 @@ class MAETransferViT(BaseModule):
         img_size: training crop size (int or (h, w)); position tables are built for it and resized
             on the fly for other input sizes (whole-image inference on larger images).
         pretrain_img_size: grid the absolute position table is stored and learned at; default
-            ``img_size``, as MMSeg's MAE/BEiT backbones: a checkpoint's 224 table (197 tokens) is
+            the crop's token grid (``img_size // feature_stride``), as MMSeg's MAE/BEiT backbones: a checkpoint's 224 table (197 tokens) is
             resized once at load (bicubic) to the crop grid (1025 tokens at 512, patch 16), learned
             there, and used as is by sliding-window inference (window = crop).
         out_indices: 0-based blocks whose outputs are returned (MAE/BEiT UperNet: 3, 5, 7, 11).
@@ -53,9 +53,7 @@ class MAETransferViT(BaseModule):
             pretrained = init_cfg["checkpoint"]
         if isinstance(img_size, Sequence):
             img_size = tuple(img_size)
-        if pretrain_img_size is None:
-            pretrain_img_size = img_size
-        elif isinstance(pretrain_img_size, Sequence):
+        if isinstance(pretrain_img_size, Sequence):
             pretrain_img_size = tuple(pretrain_img_size)
         self.net = create_vit(arch, img_size=img_size, pretrain_img_size=pretrain_img_size,
                               out_indices=tuple(out_indices), final_norm=final_norm, **vit_kwargs)
