@@ -213,7 +213,7 @@ CASES = [
     ("label_other_size", lambda a, g, t: _case(*_label_of_other_size(a, t)), "is 48x64 pixels but its image", False),
     ("label_out_of_range", lambda a, g, t: _case(*_label_out_of_range(a, t)),
      "contains class id 9 but the dataset has 3 classes", False),
-    ("image_undecodable", lambda a, g, t: _case(*_undecodable_image(a, t)), "cannot be read", False),
+    ("image_undecodable", lambda a, g, t: _case(*_undecodable_image(a, t)), "cannot be used", False),
 ]
 
 

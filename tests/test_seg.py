@@ -377,7 +377,7 @@ def test_same_vitb_weights_give_the_same_features_in_seg_and_det_wrappers(tmp_pa
 
 def test_resume_picks_the_last_complete_checkpoint(tmp_path):
     """``last_checkpoint`` when it names a file; else the largest iter_N.pth; partial writes never."""
-    from mae_transfer.seg.runner import find_last_checkpoint
+    from mae_transfer.seg.checkpoint import find_last_checkpoint
 
     assert find_last_checkpoint(tmp_path) is None
     for name in ("iter_2.pth", "iter_10.pth", ".iter_12.pth.tmp"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from mae_transfer.utils.plotting import pyplot
+
 __all__ = ["add_ratios", "check_targets", "to_markdown", "plot"]
 
 OURS = ("ours", "ours_mae")
@@ -158,10 +160,7 @@ def to_markdown(result: Dict) -> str:
 def plot(result: Dict, path: Path) -> Optional[Path]:
     """Bar charts of img/s and peak memory per backbone case; None if matplotlib is missing."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
     except ImportError:
         return None
     rows = [r for r in result.get("backbone", []) if r.get("seconds")]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mae_transfer.utils.logger import get_logger
+from mae_transfer.utils.run_dir import is_local
 
 from .arch import overrides_for_checkpoint
 from .runs import RUN_INFO, RunDirError, RunRecord, read_run
@@ -87,7 +88,7 @@ def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bo
                 continue
         elif path is None:
             path = str(builtin_checkpoint(name, pretrain_dir, create=pretrain_missing))
-        if not (path.startswith(("http://", "https://")) or Path(path).is_file()):
+        if is_local(path) and not Path(path).is_file():
             raise InitError(f"checkpoint {path} for initialisation {name!r} does not exist; fix the path.")
         preset, det_opts, seg_opts = overrides_for_checkpoint(path) if Path(path).is_file() else (None, [], [])
         if preset:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from mae_transfer.utils.plotting import pyplot
+
 from .runs import METRICS, TASK_METRICS, RunRecord
 
 COLUMNS = ("init", "APbox", "APmask", "mIoU", "det_train_s", "seg_train_s")
@@ -72,19 +74,12 @@ def write_csv(rows: list[Row], path: Path) -> None:
                             + [str(row.runs[t].path) if t in row.runs else "" for t in ("det", "seg")])
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_bars(rows: list[Row], metric: str, path: Path) -> bool:
     """Bar chart of ``metric`` per initialisation; False (nothing written) when no row has it."""
     shown = [(r.init, r.values.get(metric)) for r in rows if r.values.get(metric) is not None]
     if not shown:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(shown), 3.2))
     bars = ax.bar([n for n, _ in shown], [v for _, v in shown], color=[f"C{i}" for i in range(len(shown))])
     ax.bar_label(bars, fmt="%.1f")
@@ -102,7 +97,7 @@ def plot_overview(rows: list[Row], path: Path) -> bool:
     metrics = [m for m in METRICS if any(r.values.get(m) is not None for r in rows)]
     if not metrics:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         names = [r.init for r in rows]
@@ -130,7 +125,7 @@ def plot_curves(rows: list[Row], task: str, kind: str, path: Path) -> bool:
             series.append((row.init, points))
     if not series:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, (name, points) in enumerate(series):
         xs, ys = zip(*points)

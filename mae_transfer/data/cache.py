@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from mae_transfer.utils.fileio import atomic_write_text
+
 MANIFEST_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
 
 
@@ -31,11 +33,10 @@ def is_generated(manifest: Path, params: dict[str, Any]) -> bool:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write json to a temporary file and rename it, so readers never see a partial file."""
+    """Write json atomically (:func:`~mae_transfer.utils.fileio.atomic_write_text`): readers never
+    see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
 
 def write_manifest(manifest: Path, params: dict[str, Any]) -> None:

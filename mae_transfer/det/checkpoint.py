@@ -1,17 +1,25 @@
 """Detectron2 checkpointing with atomic writes and RNG state, so a killed run resumes cleanly."""
 from __future__ import annotations
 
+import logging
 import os
 import random
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from mae_transfer.checkpoints import read_checkpoint
+from mae_transfer.utils import weights_fit
+from mae_transfer.utils.errors import UserError
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
+from mae_transfer.utils.run_dir import POINTER, newest_numbered
 
-from .guards import check_weights_fit, newest_checkpoint
+logger = logging.getLogger("mae_transfer.det")
+
+# Detectron2's periodic checkpoints (model_0000099.pth) and the one written at the end.
+CHECKPOINT_PATTERN, FINAL_CHECKPOINT = r"model_(\d+)\.pth", "model_final.pth"
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -61,7 +69,26 @@ class AtomicCheckpointer(DetectionCheckpointer):
         return newest_checkpoint(self.save_dir, missing=named)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+        atomic_write_text(os.path.join(self.save_dir, POINTER), last_filename_basename)
+
+
+def check_weights_fit(model_state: Mapping[str, torch.Tensor], checkpoint_state: Mapping[str, Any],
+                      filename: str) -> None:
+    """``MODEL.WEIGHTS`` of another architecture is refused (see :mod:`mae_transfer.utils.weights_fit`)."""
+    weights_fit.check_weights_fit(model_state, checkpoint_state, filename=filename, option="MODEL.WEIGHTS",
+                                  backbone_option="MODEL.VIT.WEIGHTS",
+                                  config_hint="use a config that matches the checkpoint (MODEL.VIT.*)")
+
+
+def newest_checkpoint(save_dir: str, missing: str) -> str:
+    """The newest ``model_*.pth`` in ``save_dir`` (``model_final`` first) when ``last_checkpoint`` names
+    the file ``missing``, which is gone; raises :class:`UserError` when there is none."""
+    found = newest_numbered(save_dir, CHECKPOINT_PATTERN, final=FINAL_CHECKPOINT)
+    if found is None:
+        raise UserError(f"--resume: {os.path.join(save_dir, POINTER)} names {missing}, which does not "
+                        "exist, and there is no other model_*.pth; restore the file or start without --resume.")
+    logger.warning("last_checkpoint names %s, which does not exist; resuming from %s", missing, found.name)
+    return str(found)
 
 
 def get_rng_state() -> dict:

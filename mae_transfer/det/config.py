@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,9 +16,7 @@ import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from mae_transfer.utils.errors import ConfigError, find_config_file
-
-from .guards import add_guard_config, type_mismatch_error
+from mae_transfer.utils.errors import ConfigError, UserError, find_config_file
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "det"
 
@@ -97,6 +96,13 @@ def add_vit_config(cfg: CN) -> CN:
     return add_guard_config(cfg)  # DATALOADER.CHECK_DATASETS / SKIP_UNREADABLE_IMAGES
 
 
+def add_guard_config(cfg: CN) -> CN:
+    """Config keys of the input checks (defaults: check everything, stop on the first problem)."""
+    cfg.DATALOADER.CHECK_DATASETS = True  # validate COCO json + image files before training
+    cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = False  # True: skip undecodable images, logging a count
+    return cfg
+
+
 def vit_kwargs_from_cfg(cfg: CN) -> dict[str, Any]:
     """``MODEL.VIT.*`` -> keyword arguments of ``mae_transfer.models.create_vit``."""
     kwargs = {}
@@ -142,6 +148,17 @@ def _unknown_key_error(cfg: CN, err: Exception, source: str) -> ConfigError:
     close = difflib.get_close_matches(key, list(_all_keys(cfg)), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else "check the spelling against configs/det/."
     return ConfigError(f"Unknown config key '{key}' in {source}; {hint}")
+
+
+def type_mismatch_error(err: ValueError, source: str) -> UserError:
+    """yacs' "Type mismatch (<class 'int'> vs. <class 'str'>) with values (300 vs. abc) for config key: K"."""
+    found = re.search(r"\(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)",
+                      str(err))
+    if not found:
+        return UserError(f"Bad config value in {source} ({err}); give a value of the key's type.")
+    want, _, default, given, key = found.groups()
+    return UserError(f"Config key {key} in {source} expects a {want} (like {default}), not '{given}'; "
+                     "give a value of that type.")
 
 
 def _yaml_syntax_error(err: yaml.YAMLError, path: Path) -> ConfigError:

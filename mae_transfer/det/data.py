@@ -1,4 +1,5 @@
-"""Detection data: large-scale jitter, resumable train loader, COCO dataset registration.
+"""Detection data: large-scale jitter, resumable train loader with checked image reads, COCO dataset
+registration.
 
 Standard COCO under ``$DETECTRON2_DATASETS/coco/{train2017,val2017,annotations}`` is registered by
 Detectron2 itself (``coco_2017_train`` / ``coco_2017_val``); any other COCO-format json + image
@@ -11,7 +12,7 @@ import importlib.util
 import itertools
 import json
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import detectron2.data.transforms as T
 from detectron2.config import CfgNode
@@ -20,11 +21,15 @@ from detectron2.data import (
 )
 from detectron2.data import detection_utils
 from detectron2.data.datasets import register_coco_instances
+from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils import comm
+from PIL import UnidentifiedImageError
 from torch.utils.data import Sampler
 
+from mae_transfer.data import BUILTIN_DATASETS, builtin_dataset
+from mae_transfer.data.unreadable import UnreadableImages, error_reason
+
 from .config import ConfigError
-from .guards import CheckedMapper
 
 
 def build_train_augmentation(cfg: CfgNode) -> list[T.Augmentation]:
@@ -48,6 +53,33 @@ def build_train_augmentation(cfg: CfgNode) -> list[T.Augmentation]:
         T.ResizeScale(min_scale=lsj.MIN_SCALE, max_scale=lsj.MAX_SCALE, target_height=size, target_width=size),
         T.FixedSizeCrop(crop_size=(size, size), pad=False),
     ]
+
+
+class CheckedMapper:
+    """Wrap a Detectron2 mapper: an image that cannot be decoded, or whose size differs from the json,
+    stops the run naming the file, or is skipped (``skip``, ``DATALOADER.SKIP_UNREADABLE_IMAGES``).
+
+    A skipped image makes the mapper return None (Detectron2's dataset then draws another one);
+    the count is logged (:class:`mae_transfer.data.unreadable.UnreadableImages`).
+    """
+
+    def __init__(self, mapper: Callable[[dict], dict], skip: bool = False):
+        self.mapper = mapper
+        self.unreadable = UnreadableImages(skip, "set DATALOADER.SKIP_UNREADABLE_IMAGES True to skip such images")
+
+    def __call__(self, dataset_dict: dict) -> dict | None:
+        try:
+            return self.mapper(dataset_dict)
+        except (OSError, UnidentifiedImageError, SizeMismatchError) as err:
+            name = dataset_dict.get("file_name", "?")
+            if isinstance(err, SizeMismatchError):
+                size = (dataset_dict.get("height"), dataset_dict.get("width"))
+                self.unreadable.handle(name, f"its size differs from the (height, width) {size} in the json",
+                                       fix="fix the json or the image")
+            else:
+                reason = "not a decodable image" if isinstance(err, UnidentifiedImageError) else error_reason(err)
+                self.unreadable.handle(name, reason)
+            return None
 
 
 class _SkipSampler(Sampler):
@@ -121,8 +153,6 @@ def num_classes_of(dataset_name: str) -> int:
 
 def register_builtin_datasets(names) -> None:
     """Register the generated ``builtin_coco_*`` datasets among ``names`` (generated on first use)."""
-    from mae_transfer.data import BUILTIN_DATASETS, builtin_dataset
-
     for name in names:
         if name in DatasetCatalog.list() or BUILTIN_DATASETS.get(name, {}).get("kind") != "coco":
             continue

@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from mae_transfer.utils.logger import get_logger
+from mae_transfer.utils.plotting import pyplot
 
 logger = get_logger(__name__)
 
@@ -113,10 +114,7 @@ def _clock(seconds: float) -> str:
 
 def plot_curve(values: Sequence[float], path: str | Path, title: str, ylabel: str = "loss") -> None:
     """Save a line plot of ``values`` per iteration (with a moving average) as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(range(1, len(values) + 1), values, lw=0.8, alpha=0.5, label="per iteration")
     window = max(len(values) // 20, 1)

@@ -18,6 +18,7 @@ from torchvision import transforms
 from mae_transfer.models.mae import MaskedAutoencoderViT, create_mae, patchify, unpatchify
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
+from mae_transfer.utils.plotting import pyplot
 
 from .common import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Progress, build_optimizer, cosine_lr,
                      infinite_batches, plot_curve, set_lr)
@@ -162,10 +163,7 @@ def reconstruct(model: MaskedAutoencoderViT, imgs: torch.Tensor, seed: int = 0):
 def save_reconstructions(model: MaskedAutoencoderViT, dataset: ImageFolder, path: Path,
                          num: int = 4, seed: int = 0) -> None:
     """PNG with one row per image: original / masked / reconstruction (visible patches pasted)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     device = next(model.parameters()).device
     imgs = torch.stack([dataset[i] for i in range(min(num, len(dataset)))]).to(device)
     _, recon, mask = reconstruct(model, imgs, seed)

@@ -1,119 +1,24 @@
 """Loading and adjusting MMSeg configs: bare names, checked ``--cfg-options``, a user's dataset, AMP."""
 from __future__ import annotations
 
-import difflib
-import inspect
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mmengine.config import Config, ConfigDict
-from mmengine.runner import Runner
 
+from mae_transfer.data import builtin_dataset
 from mae_transfer.utils.errors import ConfigError, find_config_file
+
+from .config_check import check_overrides
+from .checkpoint import find_last_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "seg"
 ADE_SPLITS = ("training", "validation")
-# Top-level keys the Runner understands even when a config does not set them.
-RUNNER_KEYS = set(inspect.signature(Runner.__init__).parameters) | {
-    "launcher", "runner_type", "custom_imports", "find_unused_parameters", "sync_bn",
-    "auto_scale_lr", "unsafe_load", "model_wrapper_cfg", "resume", "load_from", "work_dir"}
 
 
 def resolve_config(name_or_path: str) -> Path:
     """A config file path, or a bare name (``ade20k_vitb_mae``) resolved in ``configs/seg/``."""
     return find_config_file(name_or_path, CONFIG_DIR, (".py",))
-
-
-def _registered_class(type_name: Any) -> type | None:
-    from mmseg import registry as r
-    if not isinstance(type_name, str):
-        return type_name if inspect.isclass(type_name) else None
-    for registry in (r.MODELS, r.DATASETS, r.TRANSFORMS, r.HOOKS, r.OPTIMIZERS, r.OPTIM_WRAPPERS, r.PARAM_SCHEDULERS,
-                     r.LOOPS, r.METRICS, r.DATA_SAMPLERS, r.VISUALIZERS, r.VISBACKENDS, r.LOG_PROCESSORS):
-        cls = registry.get(type_name)
-        if cls is not None:
-            return cls
-    return None
-
-
-def _constructor_args(cls: type) -> tuple[set[str], bool]:
-    """Keyword arguments accepted by ``cls`` (following ``**kwargs`` up the MRO); open-ended flag.
-
-    A class that forwards ``**kwargs`` elsewhere declares its keys with a ``config_keys()`` classmethod.
-    """
-    if hasattr(cls, "config_keys"):
-        return set(cls.config_keys()), False
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if klass is object or "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            return names - {"self"}, False
-    return names - {"self"}, True
-
-
-def _typeless_keys(path: str, parent: Mapping | None) -> set[str]:
-    """Keys of the Runner's dicts that carry no ``type`` (their consumers' arguments)."""
-    from mmengine.runner import LogProcessor
-    from torch.utils.data import DataLoader
-
-    from .optimizer import PARAMWISE_KEYS
-
-    if path.endswith("_dataloader"):
-        return set(inspect.signature(DataLoader.__init__).parameters) - {"self"} | {"sampler", "dataset"}
-    if path == "optim_wrapper.paramwise_cfg" and (parent or {}).get("constructor") == "MAETransferOptimizerConstructor":
-        return set(PARAMWISE_KEYS)
-    return {
-        "randomness": {"seed", "deterministic", "diff_rank_seed"},
-        "env_cfg": {"cudnn_benchmark", "mp_cfg", "dist_cfg", "resource_limit"},
-        "auto_scale_lr": {"enable", "base_batch_size"},
-        "log_processor": set(inspect.signature(LogProcessor.__init__).parameters) - {"self"},
-    }.get(path, set())
-
-
-def _known_keys(node: Mapping, path: str, parent: Mapping | None) -> tuple[set[str], bool]:
-    keys = set(node)
-    if not path:
-        return keys | RUNNER_KEYS, False
-    if path == "optim_wrapper":
-        keys |= {"constructor", "paramwise_cfg"}  # read by the optimizer-wrapper builder
-    if "type" not in node:
-        return keys | _typeless_keys(path, parent), False
-    cls = _registered_class(node.get("type"))
-    if cls is None:
-        return keys, "type" in node  # an unregistered type: cannot tell, accept
-    accepted, open_ended = _constructor_args(cls)
-    return keys | accepted, open_ended
-
-
-def check_overrides(cfg: Config, options: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` naming the first override key that neither exists in ``cfg``
-    nor is an argument of the component it configures (with the closest existing key)."""
-    for dotted in options:
-        node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg
-        parent = None
-        parts = dotted.split(".")
-        for depth, part in enumerate(parts):
-            where = ".".join(parts[:depth]) or "the top level"
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"--cfg-options key '{dotted}': {where} is a list of {len(node)}; "
-                                      f"'{part}' is not a valid index.")
-                node = node[int(part)]
-                continue
-            if not isinstance(node, Mapping):
-                break  # replacing a scalar by a dict/value below it: the value decides
-            known, open_ended = _known_keys(node, ".".join(parts[:depth]), parent)
-            if part not in known and not open_ended:
-                close = difflib.get_close_matches(part, sorted(known), n=1)
-                hint = f"did you mean '{'.'.join(parts[:depth] + close)}'?" if close else \
-                    "check the spelling against the config file."
-                raise ConfigError(f"Unknown --cfg-options key '{dotted}': '{part}' is not a key of {where}; {hint}")
-            if part not in node:
-                break
-            parent, node = node, node[part]
 
 
 def load_config(name_or_path: str, cfg_options: Mapping[str, Any] | None = None) -> Config:
@@ -188,8 +93,6 @@ def apply_builtin_dataset(cfg: Config) -> None:
     name = cfg.get("builtin_dataset")
     if not name:
         return
-    from mae_transfer.data import builtin_dataset
-
     dataset = builtin_dataset(name, **dict(cfg.get("builtin_dataset_args") or {}))
     use_ade_layout_dataset(cfg, dataset.root, dataset.class_names)
 
@@ -249,8 +152,6 @@ def prepare_config(config: str, *, cfg_options: Mapping[str, Any] | None = None,
         return cfg
     check_dataset_paths(cfg, ["train_dataloader", "val_dataloader"])
     if resume:
-        from .runner import find_last_checkpoint
-
         last = find_last_checkpoint(cfg.work_dir)
         cfg.load_from, cfg.resume = (str(last), True) if last else (cfg.get("load_from"), False)
     return cfg

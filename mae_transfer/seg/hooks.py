@@ -1,12 +1,10 @@
-"""MMEngine hooks added to every segmentation run by :func:`mae_transfer.seg.runner.build_runner`.
+"""MMEngine hooks for a segmentation run's metrics, added to every run by
+:func:`mae_transfer.seg.runner.build_runner` (the checkpoint hooks are in :mod:`mae_transfer.seg.checkpoint`).
 
 * :class:`MetricsJsonHook`: ``work_dir/metrics.json`` (one json object per line, as Detectron2
   writes it) with training losses and validation metrics, and a final summary line with the mIoU.
 * :class:`NonFiniteLossHook`: stops training with a message naming the iteration and the loss
   terms as soon as a loss is NaN/inf, before the checkpoint hook could save the broken weights.
-* :class:`ResumableCheckpointHook`: makes the run's checkpoints loadable with
-  ``torch.load(weights_only=True)`` (MMEngine stores ``HistoryBuffer`` objects whose pickles call
-  ``getattr``) and carries the torch RNG state, so ``--resume`` continues the same run.
 """
 from __future__ import annotations
 
@@ -20,10 +18,10 @@ import torch
 import torch.distributed as dist
 from mmengine.dist import master_only
 from mmengine.hooks import Hook
-from mmengine.logging import HistoryBuffer
 from mmseg.registry import HOOKS
 
 from mae_transfer.utils.logger import get_logger
+from mae_transfer.utils.run_dir import pointer_target
 
 logger = get_logger(__name__)
 
@@ -101,76 +99,9 @@ class NonFiniteLossHook(Hook):
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.item() == 0:
             return
-        last = Path(runner.work_dir) / "last_checkpoint"
-        kept = last.read_text().strip() if last.is_file() else "none was saved yet"
+        kept = pointer_target(runner.work_dir) or "none was saved yet"
         shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items()) or "on another rank"
         raise NonFiniteLossError(
             f"Non-finite loss at iteration {runner.iter + 1} ({shown}); training stopped without "
             f"saving these weights (last good checkpoint: {kept}). Lower the learning rate, "
             "enable gradient clipping (optim_wrapper.clip_grad) or check the data.")
-
-
-def _to_plain(buffer: HistoryBuffer) -> dict:
-    return {"__history_buffer__": True, "max_length": buffer.max_length,
-            "log_history": torch.as_tensor(np.asarray(buffer._log_history, dtype=np.float64)),
-            "count_history": torch.as_tensor(np.asarray(buffer._count_history, dtype=np.float64))}
-
-
-def _from_plain(state: dict) -> HistoryBuffer:
-    return HistoryBuffer(state["log_history"].tolist(), state["count_history"].tolist(), state["max_length"])
-
-
-def _numpy_free(obj: Any) -> Any:
-    """numpy arrays/scalars -> tensors/Python numbers (recursively), so weights_only can load them."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return type(obj)((k, _numpy_free(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_numpy_free(v) for v in obj)
-    return obj
-
-
-@HOOKS.register_module()
-class ResumableCheckpointHook(Hook):
-    """Plain-data checkpoints (no pickled code) that carry the torch RNG states for exact resumption.
-
-    Only torch's generators need saving: MMEngine re-runs the data pipeline over the batches already
-    seen when it resumes (numpy/python RNGs, used by the augmentations, end where they were, and
-    the sampler has its own seeded generator), while dropout/drop path draw from torch's RNG in the
-    forward passes it skips. The states are restored right before the first resumed iteration.
-    """
-
-    priority = "VERY_HIGH"
-
-    def __init__(self) -> None:
-        self._pending_rng: dict | None = None
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        hub = checkpoint.get("message_hub")
-        if hub is not None:
-            hub["log_scalars"] = {k: _to_plain(v) if isinstance(v, HistoryBuffer) else v
-                                  for k, v in hub["log_scalars"].items()}
-        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state()
-        for key in ("message_hub", "meta"):
-            if key in checkpoint:
-                checkpoint[key] = _numpy_free(checkpoint[key])
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        hub = checkpoint.get("message_hub")
-        if hub is not None:
-            hub["log_scalars"] = {k: _from_plain(v) if isinstance(v, dict) and v.get("__history_buffer__") else v
-                                  for k, v in hub["log_scalars"].items()}
-        self._pending_rng = checkpoint.get("rng_state")
-
-    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if self._pending_rng is None:
-            return
-        state, self._pending_rng = self._pending_rng, None
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])

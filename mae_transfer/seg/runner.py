@@ -6,7 +6,7 @@
   ``[LOCAL_RANK]``, which DDP rejects for CPU modules) and SyncBN becomes BN (SyncBN needs GPUs).
 * AMP (``AmpOptimWrapper``) needs a GPU: on CPU the run falls back to fp32 with a warning.
 * Checkpoints are written atomically (temporary file, fsync, rename) and are plain data that
-  ``torch.load(weights_only=True)`` reads (see :class:`~mae_transfer.seg.hooks.ResumableCheckpointHook`);
+  ``torch.load(weights_only=True)`` reads (see :class:`~mae_transfer.seg.checkpoint.ResumableCheckpointHook`);
   a checkpoint that needs pickled code is refused unless the user allows it (``unsafe_load``).
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -26,13 +25,18 @@ from mmengine.config import Config
 from mmengine.dist import master_only
 from mmengine.runner import Runner
 
-from mae_transfer.seg.hooks import MetricsJsonHook
-from mae_transfer.seg.optimizer import apply_paramwise_freeze
+from mae_transfer.utils.fileio import atomic_write_file
 from mae_transfer.utils.logger import get_logger
+from mae_transfer.utils.run_dir import is_local
+
+# The modules that register what configs name (MODELS, TRANSFORMS, HOOKS, optimizer constructor).
+from . import backbone, checkpoint, neck, transforms  # noqa: F401
+from .hooks import MetricsJsonHook
+from .optimizer import apply_paramwise_freeze
 
 logger = get_logger(__name__)
 
-# Hooks every run gets (registered in mae_transfer.seg.hooks).
+# Hooks every run gets (registered in mae_transfer.seg.hooks and mae_transfer.seg.checkpoint).
 DEFAULT_HOOKS = ("MetricsJsonHook", "NonFiniteLossHook", "ResumableCheckpointHook")
 
 
@@ -128,22 +132,6 @@ def add_default_hooks(cfg: Config) -> None:
     cfg.custom_hooks = hooks
 
 
-_ITER_CKPT = re.compile(r"^iter_(\d+)\.pth$")
-
-
-def find_last_checkpoint(work_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run: ``last_checkpoint`` if it names an existing file,
-    else the ``iter_N.pth`` with the largest N (partial writes never carry that name)."""
-    work_dir = Path(work_dir)
-    pointer = work_dir / "last_checkpoint"
-    if pointer.is_file():
-        named = pointer.read_text().strip()
-        if named and Path(named).is_file():
-            return Path(named)
-    found = [(int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := _ITER_CKPT.match(p.name))]
-    return max(found)[1] if found else None
-
-
 @contextlib.contextmanager
 def _unsafe_torch_load(enabled: bool) -> Iterator[None]:
     """Let MMEngine's ``torch.load`` unpickle arbitrary objects (only when the user asked)."""
@@ -179,21 +167,12 @@ class MAETransferRunner(Runner):
 
     @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
-        final = Path(out_dir) / filename
-        temporary = final.with_name(f".{filename}.tmp")
-        super().save_checkpoint(out_dir, temporary.name, *args, **kwargs)
-        with open(temporary, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
-        directory = os.open(out_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        save = super().save_checkpoint  # writes out_dir/<name>; here the temporary name
+        atomic_write_file(Path(out_dir) / filename, lambda tmp: save(out_dir, tmp.name, *args, **kwargs))
 
     def load_checkpoint(self, filename: str, *args, **kwargs):
         unsafe = bool(self.cfg.get("unsafe_load", False))
-        if not str(filename).startswith(("http://", "https://")) and not Path(filename).is_file():
+        if is_local(filename) and not Path(filename).is_file():
             raise CheckpointLoadError(f"Checkpoint {filename} does not exist; check the path.")
         try:
             with _unsafe_torch_load(unsafe):
@@ -217,8 +196,6 @@ def build_runner(cfg: Config) -> MAETransferRunner:
 
     Call :func:`init_distributed` first when ``cfg.launcher`` is not "none".
     """
-    import mae_transfer.seg  # noqa: F401  (registers the modules the config names)
-
     adapt_to_device(cfg)
     add_default_hooks(cfg)
     give_visualizer_own_name(cfg)

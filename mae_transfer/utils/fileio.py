@@ -15,18 +15,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     A process killed at any point leaves either the old file or the new one, never a truncated
     one (rename is atomic on POSIX file systems).
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
-        with os.fdopen(fd, "wb") as f:
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-            f.flush()
+
+    atomic_write_file(path, fill)
+
+
+def atomic_write_file(path: str | os.PathLike, fill: Callable[[Path], None]) -> None:
+    """:func:`atomic_write` for writers that take a file name: ``fill(tmp)`` writes the temporary
+    file ``tmp`` beside ``path`` (e.g. a framework's own save function), which is then fsynced and
+    renamed over ``path``, and the rename made durable."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
+    try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
+        finally:
+            os.close(fd)
+        fill(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
