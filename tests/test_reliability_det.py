@@ -145,8 +145,8 @@ CASES = [
     ("missing_config", ["--config", "coco_vitb_mea"], "not found", True),
     ("wrong_value_type", ["SOLVER.MAX_ITER", "many"],
      "Config key SOLVER.MAX_ITER in the command-line overrides expects a int", True),
-    ("option_after_overrides", ["SOLVER.MAX_ITER", "4", "--eval-only", "--vis", "2"],
-     "Option --eval-only comes after the KEY VALUE overrides", True),
+    ("option_after_overrides", ["SOLVER.MAX_ITER", "4", "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "3"],
+     "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes", True),  # the option is read, not a key
     ("odd_overrides", ["SOLVER.MAX_ITER"], "Overrides must be KEY VALUE pairs", True),
     ("batch_not_divisible", ["--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "3"],
      "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes", True),
