@@ -82,10 +82,11 @@ def coco(tmp_path_factory) -> tuple[str, str]:
     return str(json_file), str(image_dir)
 
 
-def _det_argv(coco, output: Path, *options: str) -> list[str]:
+def _det_argv(coco, output: Path, *options: str, workers: int = 0) -> list[str]:
     """Options go after the KEY VALUE overrides on purpose (accepted anywhere)."""
     return [PYTHON, "-c", DET_SCRIPT, "--config", "demo_vit_tiny", "--register-coco", DET_TRAIN, *coco, *DET_TINY,
-            "DATASETS.TRAIN", f"('{DET_TRAIN}',)", "DATALOADER.NUM_WORKERS", "1", "OUTPUT_DIR", str(output), *options]
+            "DATASETS.TRAIN", f"('{DET_TRAIN}',)", "DATALOADER.NUM_WORKERS", str(workers), "OUTPUT_DIR", str(output),
+            *options]
 
 
 def _det_env(**hooks) -> dict:
@@ -129,15 +130,16 @@ def test_det_two_machines_finish_with_identical_weights(det_two_machines):
 def test_det_kill9_of_the_process_group_then_resume_equals_uninterrupted(coco, det_two_machines, tmp_path):
     output, marker = tmp_path / "out", tmp_path / "at_iter_3"
     log = tmp_path / "run.log"
-    proc = _start(_det_argv(coco, output, "--num-gpus", "2"), env=_det_env(hang_at=3, marker=str(marker), rank=0),
-                  log=log)
+    # With a loader worker here and none in the reference: the batches do not depend on the workers.
+    proc = _start(_det_argv(coco, output, "--num-gpus", "2", workers=1),
+                  env=_det_env(hang_at=3, marker=str(marker), rank=0), log=log)
     _wait_for(marker, [proc], log)
     _kill_group(proc)
     assert (output / "last_checkpoint").read_text() == "model_0000002.pth"
     states = torch.load(output / "model_0000002.pth", weights_only=True)["trainer"]["resume"]["rng_states"]
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])  # one per rank
 
-    code, out = _finish(_start(_det_argv(coco, output, "--num-gpus", "2", "--resume"), log=log), log)
+    code, out = _finish(_start(_det_argv(coco, output, "--num-gpus", "2", "--resume", workers=1), log=log), log)
     assert code == 0, out[-3000:]
     expected = torch.load(det_two_machines / "machine0" / "model_final.pth", weights_only=True)["model"]
     resumed = torch.load(output / "model_final.pth", weights_only=True)["model"]
@@ -152,9 +154,8 @@ def test_det_nan_on_one_rank_stops_both_before_the_step(coco, tmp_path):
     assert code == 1
     assert "error: Training stopped: non-finite loss at iteration 2 (loss_cls=nan" in out, out[-3000:]
     assert "last good checkpoint:" in out and "model_0000001.pth" in out
+    assert "loss_cls=nan; all terms: loss_cls=nan" in (output / "log.txt").read_text()  # rank 0 saw rank 1's NaN
     assert sorted(p.name for p in output.glob("*.pth")) == ["model_0000000.pth", "model_0000001.pth"]
-    for rank_log in (output / "log.txt", output / "log.txt.rank1"):  # each rank stopped on the same error
-        assert "non-finite loss at iteration 2" in rank_log.read_text()
     state = torch.load(output / "model_0000001.pth", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 

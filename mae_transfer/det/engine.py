@@ -86,7 +86,7 @@ class _FiniteLossCheck:
         local = {k: float(v.detach()) for k, v in loss_dict.items()}
         all_losses = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
         if not all(math.isfinite(v) for losses in all_losses for v in losses.values()):
-            worst = {k: next((l[k] for l in all_losses if not math.isfinite(l[k])), local[k]) for k in local}
+            worst = next(l for l in all_losses if not all(math.isfinite(v) for v in l.values()))  # same on all ranks
             self.stopped_non_finite = True
             raise NonFiniteLossError(iteration, worst)
         super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
