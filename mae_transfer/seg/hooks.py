@@ -142,8 +142,8 @@ class ResumableCheckpointHook(Hook):
 
     The runner gathers each rank's Python, NumPy and torch (CPU/CUDA) RNG state when it saves
     (:meth:`mae_transfer.seg.runner.MAETransferRunner.save_checkpoint`, on all ranks); this hook
-    stores the list, and on resume each rank restores its own entry right before the first resumed
-    iteration, i.e. after MMEngine has re-run the data pipeline over the batches already seen (which
+    stores the list, and on resume each rank restores its own torch (CPU/CUDA) states right before
+    the first resumed iteration, i.e. after MMEngine has re-run the data pipeline over the batches already seen (which
     puts the sampler and the dataloader workers where they were). With another number of
     processes every rank is reseeded from (seed, rank, iteration) instead, with one log line.
     """
@@ -176,7 +176,9 @@ class ResumableCheckpointHook(Hook):
             return
         state, self._pending_rng = self._pending_rng, None
         if "per_rank" in state:
-            restore_rng_state(state["per_rank"], runner.seed or 0, runner.iter)
+            # NumPy/Python: MMEngine's replay of the pipeline already put them where they were *after*
+            # fetching this iteration's batch; the saved states are from before that fetch.
+            restore_rng_state(state["per_rank"], runner.seed or 0, runner.iter, torch_only=True)
         else:  # a checkpoint from before per-rank states: torch's state only
             torch.set_rng_state(state["torch"])
             if "cuda" in state and torch.cuda.is_available():

@@ -98,8 +98,9 @@ def reseed(seed: int, rank: int, iteration: int) -> None:
     torch.manual_seed(value)
 
 
-def restore_rng_state(states: list[dict] | None, seed: int, iteration: int) -> str:
-    """Restore this rank's entry of ``states`` (from :func:`gather_rng_states`).
+def restore_rng_state(states: list[dict] | None, seed: int, iteration: int, torch_only: bool = False) -> str:
+    """Restore this rank's entry of ``states`` (from :func:`gather_rng_states`); with ``torch_only``
+    only torch's CPU/CUDA generators (for a framework that reproduces the others by replaying).
 
     When the checkpoint was written by another number of processes (or holds no per-rank states),
     reseed from (seed, rank, iteration) instead and log it once. Returns "restored" or "reseeded".
@@ -107,7 +108,12 @@ def restore_rng_state(states: list[dict] | None, seed: int, iteration: int) -> s
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     if states and len(states) == world:
-        set_rng_state(states[rank])
+        if torch_only:
+            torch.set_rng_state(states[rank]["torch"])
+            if "cuda" in states[rank] and torch.cuda.is_available():
+                torch.cuda.set_rng_state(states[rank]["cuda"])
+        else:
+            set_rng_state(states[rank])
         return "restored"
     saved = len(states) if states else "an unknown number of"
     if rank == 0:
