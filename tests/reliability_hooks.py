@@ -15,13 +15,17 @@ def _hang(marker: str) -> None:
 
 # ----------------------------------------------------------------------------- Detectron2
 
-def det_hooks(hang_at: int | None = None, marker: str = "", nan_at: int | None = None):
+def det_hooks(hang_at: int | None = None, marker: str = "", nan_at: int | None = None, rank: int | None = None):
     """Detectron2 hooks: wait to be killed before iteration ``hang_at`` (0-based, after the previous
-    iteration's checkpoint was written), or fill a box-head weight with NaN before ``nan_at``."""
+    iteration's checkpoint was written), or fill a box-head weight with NaN before ``nan_at``;
+    only on process ``rank`` when given."""
     from detectron2.engine import HookBase
+    from detectron2.utils import comm
 
     class _TestHook(HookBase):
         def before_step(self):
+            if rank is not None and comm.get_rank() != rank:
+                return
             if self.trainer.iter == hang_at:
                 _hang(marker)
             if self.trainer.iter == nan_at:
@@ -38,6 +42,35 @@ def install_det_hooks(**kwargs) -> None:
 
     build_hooks = Trainer.build_hooks
     Trainer.build_hooks = lambda self: build_hooks(self) + det_hooks(**kwargs)
+
+
+ENV = "MAE_TRANSFER_TEST_DET_HOOKS"  # json kwargs of det_hooks, for every process of a launch
+
+
+def det_main_from_env(args):
+    """``mae_transfer.det.cli.main`` with :func:`det_hooks` installed from ``$MAE_TRANSFER_TEST_DET_HOOKS``
+    (importable by the processes Detectron2's ``launch`` spawns)."""
+    import json
+    import os
+
+    from mae_transfer.det import cli
+
+    if os.environ.get(ENV):
+        install_det_hooks(**json.loads(os.environ[ENV]))
+    return _original_main(cli)(args)
+
+
+def _original_main(cli):
+    return getattr(cli, "_unpatched_main", cli.main)
+
+
+def run_det_tool_with_env_hooks(argv) -> int:
+    """tools/train_det.py, with every process it launches running :func:`det_main_from_env`."""
+    from mae_transfer.det import cli
+
+    cli._unpatched_main = cli.main
+    cli.main = det_main_from_env
+    return cli.run(argv)
 
 
 # ----------------------------------------------------------------------------- MMEngine

@@ -24,13 +24,14 @@ class DumpRankWeightsHook(Hook):
 
 @HOOKS.register_module()
 class InjectNaNHook(Hook):
-    """Make the model produce NaN from iteration ``at`` on (1-based), to test the non-finite stop."""
+    """Make the model produce NaN from iteration ``at`` on (1-based), to test the non-finite stop;
+    only on process ``rank`` when given."""
 
-    def __init__(self, at: int = 3) -> None:
-        self.at = at
+    def __init__(self, at: int = 3, rank: int | None = None) -> None:
+        self.at, self.rank = at, rank
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
-        if runner.iter + 1 == self.at:
+        if runner.iter + 1 == self.at and self.rank in (None, get_rank()):
             model = runner.model.module if is_model_wrapper(runner.model) else runner.model
             with torch.no_grad():
                 next(model.decode_head.parameters()).fill_(float("nan"))

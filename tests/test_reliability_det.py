@@ -145,8 +145,8 @@ CASES = [
     ("missing_config", ["--config", "coco_vitb_mea"], "not found", True),
     ("wrong_value_type", ["SOLVER.MAX_ITER", "many"],
      "Config key SOLVER.MAX_ITER in the command-line overrides expects a int", True),
-    ("option_after_overrides", ["SOLVER.MAX_ITER", "4", "--eval-only", "--vis", "2"],
-     "Option --eval-only comes after the KEY VALUE overrides", True),
+    ("option_after_overrides", ["SOLVER.MAX_ITER", "4", "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "3"],
+     "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes", True),  # the option is read, not a key
     ("odd_overrides", ["SOLVER.MAX_ITER"], "Overrides must be KEY VALUE pairs", True),
     ("batch_not_divisible", ["--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "3"],
      "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes", True),
@@ -368,3 +368,12 @@ def test_checkpoint_write_interrupted_midway_leaves_the_previous_one(tmp_path, m
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "model_0000000.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # as torch.save's files
+
+
+def test_options_are_accepted_anywhere_among_the_overrides():
+    from mae_transfer.det.cli import parse_args
+
+    args = parse_args(["--config", "demo_vit_tiny", "SOLVER.MAX_ITER", "4", "--resume", "SEED", "-1",
+                       "--register-coco", "a", "b.json", "c", "--dist-timeout=30", "OUTPUT_DIR", "out"])
+    assert args.resume and args.dist_timeout == 30 and args.register_coco == [["a", "b.json", "c"]]
+    assert args.opts == ["SOLVER.MAX_ITER", "4", "SEED", "-1", "OUTPUT_DIR", "out"]

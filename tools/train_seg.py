@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="override config keys, e.g. train_dataloader.batch_size=8 (unknown keys are errors)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                         help="pytorch: started by torch.distributed.run; slurm: by srun")
+    parser.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                        help="with several processes: how long a rank waits for the others before the run stops "
+                             "naming the lost rank (default $MAE_TRANSFER_DIST_TIMEOUT, else 1800)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--eval-only", metavar="CHECKPOINT", help="only evaluate this checkpoint on the test split")
     parser.add_argument("--data-root", help="your dataset in ADE20K layout (images/ + annotations/, training/ + validation/)")
@@ -41,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip training images that cannot be decoded (logged with a count) instead of stopping")
     args = parser.parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    if args.dist_timeout is not None:
+        os.environ["MAE_TRANSFER_DIST_TIMEOUT"] = str(args.dist_timeout)  # read by init_distributed
     return args
 
 

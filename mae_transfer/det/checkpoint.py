@@ -1,17 +1,17 @@
-"""Detectron2 checkpointing with atomic writes and RNG state, so a killed run resumes cleanly."""
+"""Detectron2 checkpointing with atomic writes (every rank's RNG state: :mod:`.resume_state`)."""
 from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import Any, Mapping
 
-import numpy as np
 import torch
+
 from detectron2.checkpoint import DetectionCheckpointer
 
 from mae_transfer.checkpoints import read_checkpoint
 from mae_transfer.utils import weights_fit
+from mae_transfer.utils.dist import get_rng_state, set_rng_state  # noqa: F401  (re-exported)
 from mae_transfer.utils.errors import UserError
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.run_dir import POINTER, newest_numbered
@@ -52,6 +52,10 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
+        trainer = self.checkpointables.get("trainer")
+        if getattr(getattr(trainer, "_trainer", None), "stopped_non_finite", False):
+            self.logger.info(f"Not saving {name}: training stopped on a non-finite loss")
+            return
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
@@ -90,31 +94,3 @@ def newest_checkpoint(save_dir: str, missing: str) -> str:
     logger.warning("last_checkpoint names %s, which does not exist; resuming from %s", missing, found.name)
     return str(found)
 
-
-def get_rng_state() -> dict:
-    """Python, NumPy and torch RNG states as tensors and plain Python values.
-
-    Stored without NumPy objects so that the checkpoint still loads with ``weights_only=True``.
-    """
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Inverse of :func:`get_rng_state`."""
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])

@@ -17,9 +17,10 @@ from detectron2.config import CfgNode
 from detectron2.engine import default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.multiprocessing import ProcessRaisedException
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from mae_transfer.checkpoints import CheckpointMismatchError, CheckpointReadError
+from mae_transfer.utils.dist import TIMEOUT_ENV, LostRankError, dist_timeout, is_peer_failure, lost_rank_error
 from mae_transfer.utils.errors import UserError, one_sentence
 
 from .checkpoint import AtomicCheckpointer
@@ -30,7 +31,7 @@ from .guards import check_inputs, check_output_dir
 from .visualize import save_visualizations
 
 # Problems a user can cause and fix; reported as one sentence, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointReadError, CheckpointMismatchError, NonFiniteLossError, UserError)
+USER_ERRORS = (ConfigError, CheckpointReadError, CheckpointMismatchError, NonFiniteLossError, LostRankError, UserError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,16 +51,51 @@ def build_parser() -> argparse.ArgumentParser:
                         help="register a COCO-format dataset so DATASETS.TRAIN/TEST can name it (repeatable)")
     parser.add_argument("--unsafe-load", action="store_true",
                         help="allow checkpoints that run code when unpickled (trusted files only)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                        help=f"with several processes: how long a rank waits for the others before the run stops "
+                             f"naming the lost rank (default ${TIMEOUT_ENV}, else 1800)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="KEY VALUE config overrides (options may come before, between or after them)")
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options anywhere on the command line, as MMEngine's tools accept them: config keys never start
+    with ``--``, so every ``--option`` (with its values) is an option and every other token an override."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options, overrides, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        action = _option_action(parser, token)
+        if action is None and not token.startswith("--"):
+            overrides.append(token)
+            i += 1
+            continue
+        takes = 0 if action is None or "=" in token else _value_count(action.nargs)
+        options += argv[i:i + 1 + takes]
+        i += 1 + takes
+    args = parser.parse_args(options)
+    args.opts = overrides
+    return args
+
+
+def _option_action(parser: argparse.ArgumentParser, token: str) -> argparse.Action | None:
+    name = token.split("=", 1)[0]
+    if name in parser._option_string_actions:
+        return parser._option_string_actions[name]
+    if not name.startswith("--"):
+        return None
+    prefixed = {a for s, a in parser._option_string_actions.items() if s.startswith(name)}  # argparse abbreviations
+    return prefixed.pop() if len(prefixed) == 1 else None
+
+
+def _value_count(nargs) -> int:
+    return 1 if nargs is None else nargs if isinstance(nargs, int) else 1
 
 
 def build_config(args: argparse.Namespace) -> CfgNode:
     """Config file + overrides + what the machine implies (CPU: no AMP); datasets registered."""
-    misplaced = [token for token in args.opts if token.startswith("--")]
-    if misplaced:  # argparse hands everything after the first KEY to the overrides
-        raise ConfigError(f"Option {misplaced[0]} comes after the KEY VALUE overrides, where it is read as a "
-                          "config key; put options before the overrides.")
     for name, json_file, image_root in args.register_coco:
         register_coco_dataset(name, json_file, image_root)
     cfg = load_config(args.config, args.opts)
@@ -103,7 +139,12 @@ def main(args: argparse.Namespace):
         if not args.eval_only:
             trainer = Trainer(cfg)
             trainer.resume_or_load(resume=args.resume)
-            return trainer.train()
+            try:
+                return trainer.train()
+            except RuntimeError as error:  # a collective failed: another rank died or stopped answering
+                if comm.get_world_size() > 1 and is_peer_failure(error):
+                    raise lost_rank_error(error) from None
+                raise
         model_cfg = cfg.clone()
         model_cfg.defrost()
         model_cfg.MODEL.VIT.WEIGHTS = ""  # MODEL.WEIGHTS (a whole detector) replaces them anyway
@@ -123,15 +164,16 @@ def main(args: argparse.Namespace):
 
 def run(argv: list[str] | None = None) -> int:
     """Parse, check the config in this process, then train/evaluate in 1..N processes."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.num_gpus is None:
         args.num_gpus = max(torch.cuda.device_count(), 1)
     try:
         if args.num_machines > 1 and args.dist_url == "auto":
             raise ConfigError("--num-machines > 1 needs --dist-url tcp://HOST:PORT of machine 0.")
         build_config(args)  # user errors surface here once, before any process starts
+        timeout = dist_timeout(args.dist_timeout)
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+               dist_url=args.dist_url, args=(args,), timeout=timeout)
     except USER_ERRORS as err:
         print(f"error: {one_sentence(err)}", file=sys.stderr)
         return 1
@@ -141,4 +183,10 @@ def run(argv: list[str] | None = None) -> int:
             print(f"error: {last.split(': ', 1)[1]}", file=sys.stderr)
             return 1
         raise
+    except ProcessExitedException as err:  # a process of this machine died without raising (killed, OOM)
+        rank = args.machine_rank * args.num_gpus + err.error_index
+        print(f"error: rank {rank} (process {err.error_pid}) died with exit code {err.exit_code}"
+              f"{f' ({err.signal_name})' if err.signal_name else ''}; the other processes of this machine were "
+              "stopped; check its memory and log, then restart with --resume.", file=sys.stderr)
+        return 1
     return 0

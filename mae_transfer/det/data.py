@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import itertools
 import json
 import os
-from typing import Callable, Iterator
+from typing import Callable
 
 import detectron2.data.transforms as T
 from detectron2.config import CfgNode
@@ -24,12 +23,12 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils import comm
 from PIL import UnidentifiedImageError
-from torch.utils.data import Sampler
 
 from mae_transfer.data import BUILTIN_DATASETS, builtin_dataset
 from mae_transfer.data.unreadable import UnreadableImages, error_reason
 
 from .config import ConfigError
+from .resumable_loader import build_resumable_loader
 
 
 def build_train_augmentation(cfg: CfgNode) -> list[T.Augmentation]:
@@ -82,37 +81,35 @@ class CheckedMapper:
             return None
 
 
-class _SkipSampler(Sampler):
-    """Yields an infinite training sampler's indices after dropping the first ``skip`` of them."""
 
-    def __init__(self, sampler: Sampler, skip: int):
-        self.sampler, self.skip = sampler, skip
+def build_train_loader(cfg: CfgNode, start_iter: int = 0, seed: int | None = None):
+    """The train loader with the augmentation above, continuing at iteration ``start_iter``.
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
-
-
-def build_train_loader(cfg: CfgNode, start_iter: int = 0):
-    """Detectron2's train loader with the augmentation above, continuing at ``start_iter``.
-
-    On resume the sampler skips the images the earlier iterations used, so the run sees the same
-    image order as an uninterrupted one (exactly so without aspect-ratio grouping, or when all
-    images share one orientation).
+    Sample order, aspect-ratio grouping and augmentations are a function of (``seed``, iteration,
+    rank, number of processes) only (see :mod:`mae_transfer.det.resumable_loader`), so a resumed
+    run with the same number of processes sees exactly what an uninterrupted one would have seen.
+    ``seed`` is the run's data seed (default ``cfg.SEED``, or a shared random one when negative).
     """
     mapper_args = DatasetMapper.from_config(cfg, is_train=True)
     mapper_args["augmentations"] = build_train_augmentation(cfg)
     if cfg.INPUT.LSJ.ENABLED:
         mapper_args["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes of cropped instances from masks
     mapper = CheckedMapper(DatasetMapper(**mapper_args), skip=cfg.DATALOADER.SKIP_UNREADABLE_IMAGES)
+    if seed is None:
+        seed = data_seed(cfg)
     loader_args = build_detection_train_loader.from_config(cfg, mapper=mapper)
-    if start_iter > 0:
-        # The DataLoader draws its worker seed from torch's RNG on its first batch; the uninterrupted
-        # run did that before iteration 0 (the resumed RNG state includes it), so draw from its own.
-        loader_args["seed"] = max(cfg.SEED, 0)
-    if start_iter > 0 and loader_args["sampler"] is not None:
-        per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-        loader_args["sampler"] = _SkipSampler(loader_args["sampler"], start_iter * per_rank)
-    return build_detection_train_loader(**loader_args)
+    sampler = loader_args["sampler"]
+    if hasattr(sampler, "_seed"):  # TrainingSampler / RepeatFactorTrainingSampler: the saved seed
+        sampler._seed = int(seed)
+    per_rank = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+    return build_resumable_loader(loader_args["dataset"], mapper, sampler, per_rank, seed=seed,
+                                  grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+                                  num_workers=cfg.DATALOADER.NUM_WORKERS, start=start_iter)
+
+
+def data_seed(cfg: CfgNode) -> int:
+    """The data seed of a new run: ``cfg.SEED``, or one random seed shared by all ranks when negative."""
+    return int(cfg.SEED) if cfg.SEED >= 0 else int(comm.shared_random_seed())
 
 
 def build_test_loader(cfg: CfgNode, dataset_name: str):

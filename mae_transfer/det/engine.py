@@ -6,8 +6,9 @@ Differences from ``DefaultTrainer``, each for a reason:
   which DDP rejects for CPU modules);
 * the optimizer comes from :mod:`mae_transfer.det.optimizer` (layer decay, freeze policies);
 * the train loader uses :mod:`mae_transfer.det.data` (LSJ, resumable sample order);
-* checkpoints are written atomically and carry RNG state (:mod:`mae_transfer.det.checkpoint`);
-* a non-finite loss stops all ranks with :class:`NonFiniteLossError` (iteration + loss terms)
+* checkpoints are written atomically and carry every rank's RNG state and the data seed
+  (:mod:`mae_transfer.det.checkpoint`, :mod:`mae_transfer.det.resume_state`);
+* a non-finite loss on any rank stops all ranks with :class:`NonFiniteLossError` (iteration + loss terms)
   before the optimizer step, so weights and the last checkpoint stay good;
 * evaluation uses COCOEvaluator and the run ends with one summary line (bbox AP, mask AP).
 """
@@ -31,8 +32,9 @@ from detectron2.utils.logger import setup_logger
 from mae_transfer.optim import find_backbone_prefix
 
 from . import optimizer as det_optimizer
-from .checkpoint import AtomicCheckpointer, get_rng_state, set_rng_state
-from .data import build_test_loader, build_train_loader, prepare_datasets
+from .checkpoint import AtomicCheckpointer
+from .data import build_test_loader, build_train_loader, data_seed, prepare_datasets
+from .resume_state import GatherRngStates, apply_resume_state, insert_before_checkpointer, resume_state
 
 logger = logging.getLogger("mae_transfer.det")
 
@@ -78,12 +80,16 @@ class NonFiniteLossError(FloatingPointError):
 class _FiniteLossCheck:
     """Mixin for Detectron2's Simple/AMP trainers: stop every rank when any loss term is non-finite."""
 
+    stopped_non_finite = False  # set before raising, so that no checkpoint is written afterwards
+
     def _write_metrics(self, loss_dict, data_time, prefix="", iter=None):
+        # Detectron2 calls this after backward and before optimizer.step, on every rank.
         iteration = self.iter if iter is None else iter
         local = {k: float(v.detach()) for k, v in loss_dict.items()}
         all_losses = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
         if not all(math.isfinite(v) for losses in all_losses for v in losses.values()):
-            worst = {k: next((l[k] for l in all_losses if not math.isfinite(l[k])), local[k]) for k in local}
+            worst = next(l for l in all_losses if not all(math.isfinite(v) for v in l.values()))  # same on all ranks
+            self.stopped_non_finite = True
             raise NonFiniteLossError(iteration, worst)
         super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
 
@@ -109,7 +115,8 @@ class Trainer(DefaultTrainer):
         cfg = prepare_datasets(self.auto_scale_workers(cfg, comm.get_world_size()))
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+        self.data_seed = data_seed(cfg)
+        data_loader = build_train_loader(cfg, seed=self.data_seed)
         model = create_ddp_model_any_device(model, fp16_compression=cfg.SOLVER.FP16_COMPRESSION)
         trainer_cls = _CheckedAMPTrainer if cfg.SOLVER.AMP.ENABLED else _CheckedSimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
@@ -119,24 +126,28 @@ class Trainer(DefaultTrainer):
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        self._rng_gatherer = GatherRngStates(cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER)
+        self.register_hooks(insert_before_checkpointer(self.build_hooks(), self._rng_gatherer))
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """Load the last checkpoint (``resume``) or ``MODEL.WEIGHTS``; on resume, continue the data order."""
+        """Load the last checkpoint (``resume``) or ``MODEL.WEIGHTS``; on resume, every rank restores its
+        own RNG state and the loader continues where the interrupted run was."""
+        self._resume = None
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:
-            start = self.start_iter
-            self._trainer.reset_data_loader(lambda: build_train_loader(self.cfg, start_iter=start))
+            saved_seed, _ = apply_resume_state(self._resume, self.cfg.SEED, self.start_iter)
+            self.data_seed = self.data_seed if saved_seed is None else saved_seed
+            start, seed = self.start_iter, self.data_seed
+            self._trainer.reset_data_loader(lambda: build_train_loader(self.cfg, start_iter=start, seed=seed))
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state["rng"] = get_rng_state()
+        state["resume"] = resume_state(self._rng_gatherer, self.data_seed)
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        if "rng" in state_dict:
-            set_rng_state(state_dict["rng"])
+        self._resume = state_dict.get("resume")  # applied in resume_or_load, after all states loaded
 
     def train(self) -> OrderedDict | None:
         """Train, evaluate at the end, and log one summary line with bbox and mask AP.

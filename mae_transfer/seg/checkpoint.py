@@ -4,7 +4,7 @@ when they are of another architecture.
 * :func:`find_last_checkpoint`: the newest complete checkpoint of a work dir.
 * :class:`ResumableCheckpointHook`: makes the run's checkpoints loadable with
   ``torch.load(weights_only=True)`` (MMEngine stores ``HistoryBuffer`` objects whose pickles call
-  ``getattr``) and carries the torch RNG state, so ``--resume`` continues the same run.
+  ``getattr``) and carries every rank's RNG states, so ``--resume`` continues the same run.
 * :class:`CheckpointFitHook`: ``load_from`` / ``--eval-only`` / ``--resume`` checkpoints of another
   architecture are refused instead of being loaded key by key with warnings.
 
@@ -23,6 +23,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 
+from mae_transfer.utils.dist import get_rng_state, restore_rng_state
 from mae_transfer.utils.run_dir import last_checkpoint
 from mae_transfer.utils.weights_fit import check_weights_fit
 
@@ -61,12 +62,14 @@ def _numpy_free(obj: Any) -> Any:
 
 @HOOKS.register_module()
 class ResumableCheckpointHook(Hook):
-    """Plain-data checkpoints (no pickled code) that carry the torch RNG states for exact resumption.
+    """Plain-data checkpoints (no pickled code) that carry every rank's RNG states for exact resumption.
 
-    Only torch's generators need saving: MMEngine re-runs the data pipeline over the batches already
-    seen when it resumes (numpy/python RNGs, used by the augmentations, end where they were, and
-    the sampler has its own seeded generator), while dropout/drop path draw from torch's RNG in the
-    forward passes it skips. The states are restored right before the first resumed iteration.
+    The runner gathers each rank's Python, NumPy and torch (CPU/CUDA) RNG state when it saves
+    (:meth:`mae_transfer.seg.runner.MAETransferRunner.save_checkpoint`, on all ranks); this hook
+    stores the list, and on resume each rank restores its own torch (CPU/CUDA) states right before
+    the first resumed iteration, i.e. after MMEngine has re-run the data pipeline over the batches already seen (which
+    puts the sampler and the dataloader workers where they were). With another number of
+    processes every rank is reseeded from (seed, rank, iteration) instead, with one log line.
     """
 
     priority = "VERY_HIGH"
@@ -79,9 +82,8 @@ class ResumableCheckpointHook(Hook):
         if hub is not None:
             hub["log_scalars"] = {k: _to_plain(v) if isinstance(v, HistoryBuffer) else v
                                   for k, v in hub["log_scalars"].items()}
-        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state()
+        states = getattr(runner, "rng_states", None)
+        checkpoint["rng_state"] = {"per_rank": states if states is not None else [get_rng_state()]}
         for key in ("message_hub", "meta"):
             if key in checkpoint:
                 checkpoint[key] = _numpy_free(checkpoint[key])
@@ -97,9 +99,14 @@ class ResumableCheckpointHook(Hook):
         if self._pending_rng is None:
             return
         state, self._pending_rng = self._pending_rng, None
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])
+        if "per_rank" in state:
+            # NumPy/Python: MMEngine's replay of the pipeline already put them where they were *after*
+            # fetching this iteration's batch; the saved states are from before that fetch.
+            restore_rng_state(state["per_rank"], runner.seed or 0, runner.iter, torch_only=True)
+        else:  # a checkpoint from before per-rank states: torch's state only
+            torch.set_rng_state(state["torch"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state["cuda"])
 
 
 @HOOKS.register_module()

@@ -3,8 +3,10 @@
 
 * :class:`MetricsJsonHook`: ``work_dir/metrics.json`` (one json object per line, as Detectron2
   writes it) with training losses and validation metrics, and a final summary line with the mIoU.
-* :class:`NonFiniteLossHook`: stops training with a message naming the iteration and the loss
-  terms as soon as a loss is NaN/inf, before the checkpoint hook could save the broken weights.
+* :class:`NonFiniteLossHook`: for optimizer wrappers other than MMEngine's two, stops training
+  after the step where a loss is NaN/inf, before the checkpoint hook could save the broken weights
+  (MMEngine's ``OptimWrapper`` / ``AmpOptimWrapper`` are replaced by wrappers that stop *before*
+  the step: :mod:`mae_transfer.seg.optim_wrapper`).
 """
 from __future__ import annotations
 

@@ -8,6 +8,11 @@
 * Checkpoints are written atomically (temporary file, fsync, rename) and are plain data that
   ``torch.load(weights_only=True)`` reads (see :class:`~mae_transfer.seg.checkpoint.ResumableCheckpointHook`);
   a checkpoint that needs pickled code is refused unless the user allows it (``unsafe_load``).
+  Every rank's RNG state is gathered into each checkpoint, and each rank restores its own.
+* A non-finite loss on any rank stops all ranks before the optimizer step
+  (:mod:`mae_transfer.seg.optim_wrapper`).
+* The process group has a timeout (``--dist-timeout`` / ``MAE_TRANSFER_DIST_TIMEOUT``); when a
+  rank dies or stops answering, the others stop with a message naming it.
 """
 from __future__ import annotations
 
@@ -22,9 +27,10 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
-from mmengine.dist import master_only
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
+from mae_transfer.utils.dist import dist_timeout, gather_rng_states, is_distributed, is_peer_failure, lost_rank_error
 from mae_transfer.utils.fileio import atomic_write_file
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.run_dir import is_local
@@ -32,12 +38,14 @@ from mae_transfer.utils.run_dir import is_local
 # The modules that register what configs name (MODELS, TRANSFORMS, HOOKS, optimizer constructor).
 from . import backbone, checkpoint, neck, transforms  # noqa: F401
 from .hooks import MetricsJsonHook
+from .optim_wrapper import use_finite_check, watch_loss_terms
 from .optimizer import apply_paramwise_freeze
 
 logger = get_logger(__name__)
 
-# Hooks every run gets (registered in mae_transfer.seg.hooks and mae_transfer.seg.checkpoint).
-DEFAULT_HOOKS = ("MetricsJsonHook", "NonFiniteLossHook", "ResumableCheckpointHook")
+# Hooks every run gets (registered in mae_transfer.seg.hooks); NonFiniteLossHook only when the config
+# names an optimizer wrapper that mae_transfer.seg.optim_wrapper cannot replace by a checking one.
+DEFAULT_HOOKS = ("MetricsJsonHook", "ResumableCheckpointHook")
 
 
 class CheckpointLoadError(RuntimeError):
@@ -62,8 +70,9 @@ def init_distributed(launcher: str) -> tuple[int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    logger.info("process group: %s, rank %d of %d", backend, rank, world_size)
+    timeout = dist_timeout()
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout)
+    logger.info("process group: %s, rank %d of %d, timeout %d s", backend, rank, world_size, timeout.total_seconds())
     return rank, world_size
 
 
@@ -122,11 +131,13 @@ def adapt_to_device(cfg: Config, cuda: bool | None = None) -> None:
 
 
 def add_default_hooks(cfg: Config) -> None:
-    """Append the project's hooks (metrics json, non-finite loss stop, resumable checkpoints) once."""
+    """Append the project's hooks (metrics json, resumable checkpoints) once; the non-finite loss
+    check goes into the optimizer wrapper (or, for other wrapper types, a hook after the step)."""
     hooks = list(cfg.get("custom_hooks") or [])
     present = {h.get("type") for h in hooks if isinstance(h, dict)}
     interval = cfg.get("default_hooks", {}).get("logger", {}).get("interval", 50)
-    for name in DEFAULT_HOOKS:
+    names = DEFAULT_HOOKS if use_finite_check(cfg) else DEFAULT_HOOKS + ("NonFiniteLossHook",)
+    for name in names:
         if name not in present:
             hooks.append(dict(type=name, interval=interval) if name == "MetricsJsonHook" else dict(type=name))
     cfg.custom_hooks = hooks
@@ -163,10 +174,19 @@ class MAETransferRunner(Runner):
         if paramwise.get("freeze"):
             frozen = apply_paramwise_freeze(model, paramwise)
             logger.info("freeze policy %s: %d parameter tensors frozen", paramwise["freeze"], len(frozen))
+        watch_loss_terms(model)
         return model
 
-    @master_only
+    def build_optim_wrapper(self, optim_wrapper):
+        wrapper = super().build_optim_wrapper(optim_wrapper)
+        wrapper.work_dir = self.work_dir  # named in the non-finite loss message
+        return wrapper
+
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
+        """Gather every rank's RNG state (all ranks call this), then write atomically on rank 0."""
+        self.rng_states = gather_rng_states()  # stored by ResumableCheckpointHook.before_save_checkpoint
+        if not is_main_process():
+            return
         save = super().save_checkpoint  # writes out_dir/<name>; here the temporary name
         atomic_write_file(Path(out_dir) / filename, lambda tmp: save(out_dir, tmp.name, *args, **kwargs))
 
@@ -231,7 +251,12 @@ def run(cfg: Config, eval_only: bool = False) -> dict:
         if eval_only:
             runner.test()
         else:
-            runner.train()
+            try:
+                runner.train()
+            except RuntimeError as error:  # a collective failed: another rank died or stopped answering
+                if is_distributed() and is_peer_failure(error):
+                    raise lost_rank_error(error) from None
+                raise
         hook = next(h for h in runner.hooks if isinstance(h, MetricsJsonHook))
         return dict(hook.last_metrics or {})
     finally:
