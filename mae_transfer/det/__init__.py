@@ -5,6 +5,7 @@
     trainer = Trainer(cfg); trainer.resume_or_load(resume=False); trainer.train()
 """
 from . import backbone  # noqa: F401  (registers the backbones)
+from . import layouts  # noqa: F401  (registers this package's checkpoint layout)
 from .config import ConfigError, add_vit_config, get_det_cfg, load_config
 from .data import build_train_augmentation, register_coco_dataset, prepare_datasets
 from .engine import NonFiniteLossError, Trainer, create_ddp_model_any_device, summary_line

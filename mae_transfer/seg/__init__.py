@@ -10,6 +10,7 @@ import mmseg.models  # noqa: F401,E402  (fills mmseg's registries)
 
 from .backbone import MAETransferViT  # noqa: E402
 from . import guards  # noqa: E402,F401  (input-check transforms and hooks)
+from . import layouts  # noqa: E402,F401  (registers this package's checkpoint layout)
 from .hooks import MetricsJsonHook, NonFiniteLossError, NonFiniteLossHook, ResumableCheckpointHook  # noqa: E402
 from .neck import MAETransferPyramid  # noqa: E402
 from .optimizer import MAETransferOptimizerConstructor  # noqa: E402
