@@ -202,11 +202,10 @@ def register_layout(layout: Layout) -> Layout:
     """Add a layout, tried before the built-in ones (registered ones in registration order).
 
     For a framework glue's own whole models, e.g. a detector keeping its ViT under
-    ``backbone.bottom_up.net.`` and its pyramid under ``backbone.bottom_up.pyramid.``::
+    ``trunk.vit.`` and its pyramid under ``trunk.fpn.``::
 
-        register_layout(Layout("my_det", "my detector", lambda keys: any(...),
-                               (("backbone.bottom_up.net.", VIT), ("backbone.bottom_up.pyramid.", PYRAMID),
-                                ("", REST))))
+        register_layout(Layout("my_det", "my detector", lambda keys: any(k.startswith("trunk.vit.") for k in keys),
+                               (("trunk.vit.", VIT), ("trunk.fpn.", PYRAMID), ("", REST))))
 
     Registering a name again replaces that row (module reloads are harmless). Returns ``layout``.
     """

@@ -3,12 +3,14 @@
 Importing this package installs the ``mmcv.ops`` stand-in first (mmseg.models needs it with
 mmcv-lite), then registers ``MAETransferViT`` and ``MAETransferPyramid`` (mmseg ``MODELS``),
 ``MAETransferOptimizerConstructor`` and the hooks of :mod:`mae_transfer.seg.hooks`.
+``build_segmentor(config, options)`` builds a segmentor from a config name or path.
 """
 import mae_transfer.compat.mmcv_ops  # noqa: F401  (must precede any mmseg.models import)
 
 import mmseg.models  # noqa: F401,E402  (fills mmseg's registries)
 
 from .backbone import MAETransferViT  # noqa: E402
+from .build import build_segmentor  # noqa: E402
 from . import guards  # noqa: E402,F401  (input-check transforms and hooks)
 from . import layouts  # noqa: E402,F401  (registers this package's checkpoint layout)
 from .hooks import MetricsJsonHook, NonFiniteLossError, NonFiniteLossHook, ResumableCheckpointHook  # noqa: E402
@@ -16,6 +18,6 @@ from .neck import MAETransferPyramid  # noqa: E402
 from .optimizer import MAETransferOptimizerConstructor  # noqa: E402
 
 __all__ = [
-    "MAETransferViT", "MAETransferPyramid", "MAETransferOptimizerConstructor",
+    "build_segmentor", "MAETransferViT", "MAETransferPyramid", "MAETransferOptimizerConstructor",
     "MetricsJsonHook", "NonFiniteLossHook", "NonFiniteLossError", "ResumableCheckpointHook",
 ]
