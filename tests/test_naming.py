@@ -11,7 +11,7 @@ from torch import nn
 
 from _checkpoint_cases import EMBED, IMG, image, vit
 from mae_transfer.checkpoints import (
-    PYRAMID, REST, VIT, Layout, convert_state_dict, detect_layout, load_pretrained, register_layout,
+    VIT, Layout, convert_state_dict, detect_layout, load_pretrained, model_layout, register_layout,
 )
 from mae_transfer.checkpoints import layouts as layouts_module
 from mae_transfer.models import MultiLevelPyramid, SimplePyramid
@@ -119,8 +119,7 @@ def test_register_layout_maps_a_glue_models_vit_and_pyramid():
     generic = detect_layout(ckpt["model"])
     assert generic.name == "vit_in_model" and dict(generic.prefixes)["trunk.vit."] == VIT
 
-    layout = Layout("test_trunk", "test detector", lambda keys: any(k.startswith("trunk.vit.") for k in keys),
-                    (("trunk.vit.", VIT), ("trunk.fpn.", PYRAMID), ("", REST)))
+    layout = model_layout("test_trunk", "test detector", vit="trunk.vit.", pyramid="trunk.fpn.")
     try:
         assert register_layout(layout) is layout
         register_layout(layout)  # again: replaced, not added twice

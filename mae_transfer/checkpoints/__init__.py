@@ -10,7 +10,7 @@ from .io import (
 )
 from .layouts import (
     LAYOUTS, PYRAMID, REST, VIT, Converted, Layout, convert_state_dict, convert_to_vit, detect_layout,
-    register_layout, unwrap,
+    model_layout, register_layout, unwrap,
 )
 from .load import convert_checkpoint, load_pretrained
 from .report import CheckpointMismatchError, LoadReport
@@ -18,6 +18,6 @@ from .report import CheckpointMismatchError, LoadReport
 __all__ = [
     "load_pretrained", "LoadReport", "read_checkpoint", "detect_layout", "convert_to_vit",
     "convert_state_dict", "convert_checkpoint", "unwrap", "Converted", "LAYOUTS", "download", "cache_dir",
-    "save_checkpoint", "Layout", "register_layout", "VIT", "PYRAMID", "REST",
+    "save_checkpoint", "Layout", "model_layout", "register_layout", "VIT", "PYRAMID", "REST",
     "CheckpointMismatchError", "CheckpointReadError", "UnsafeCheckpointError",
 ]

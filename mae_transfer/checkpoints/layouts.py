@@ -195,6 +195,14 @@ def unwrap(obj: Any) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, skipped
 
 
+def model_layout(name: str, description: str, vit: str, pyramid: str, *, requires: Sequence[str] = (),
+                 rest_reason: str = "not part of the backbone") -> Layout:
+    """The layout of a whole model: ViT keys under ``vit``, pyramid keys under ``pyramid``, the
+    rest kept by name; recognised by keys under ``vit`` and under each of ``requires``."""
+    detect = _all(_starts(vit), *(_starts(prefix) for prefix in requires))
+    return Layout(name, description, detect, ((vit, VIT), (pyramid, PYRAMID), ("", REST)), rest_reason=rest_reason)
+
+
 _registered: list[str] = []  # names of the layouts added by register_layout, in order
 
 
@@ -204,8 +212,7 @@ def register_layout(layout: Layout) -> Layout:
     For a framework glue's own whole models, e.g. a detector keeping its ViT under
     ``trunk.vit.`` and its pyramid under ``trunk.fpn.``::
 
-        register_layout(Layout("my_det", "my detector", lambda keys: any(k.startswith("trunk.vit.") for k in keys),
-                               (("trunk.vit.", VIT), ("trunk.fpn.", PYRAMID), ("", REST))))
+        register_layout(model_layout("my_det", "my detector", vit="trunk.vit.", pyramid="trunk.fpn."))
 
     Registering a name again replaces that row (module reloads are harmless). Returns ``layout``.
     """

@@ -5,17 +5,10 @@ A segmentor built from ``MAETransferViT`` + ``MAETransferPyramid`` keeps the ViT
 Importing :mod:`mae_transfer.seg` registers it, so :func:`mae_transfer.checkpoints.load_pretrained`
 reads this package's run checkpoints, pyramid included.
 """
-from __future__ import annotations
+from mae_transfer.checkpoints import model_layout, register_layout
 
-from mae_transfer.checkpoints import PYRAMID, REST, VIT, Layout, register_layout
-
-VIT_PREFIX = "backbone.net."
-PYRAMID_PREFIX = "neck.pyramid."
-
-SEGMENTOR = register_layout(Layout(
-    "mae_transfer_seg",
-    "mae_transfer MMSeg model (backbone.net / neck.pyramid)",
-    lambda keys: any(k.startswith(VIT_PREFIX) for k in keys) and any(k.startswith("decode_head.") for k in keys),
-    ((VIT_PREFIX, VIT), (PYRAMID_PREFIX, PYRAMID), ("", REST)),
+SEGMENTOR = register_layout(model_layout(
+    "mae_transfer_seg", "mae_transfer MMSeg model (backbone.net / neck.pyramid)",
+    vit="backbone.net.", pyramid="neck.pyramid.", requires=("decode_head.",),
     rest_reason="MMSeg decode/auxiliary heads and neck, used only by a whole segmentor",
 ))
