@@ -240,6 +240,8 @@ class OurMultiLevelDetector(nn.Module):
 
 @torch.no_grad()
 def case_mae_transfer_det() -> Case:
+    import mae_transfer.det  # noqa: F401  (registers the "mae_transfer_det" layout)
+
     src, x = perturb(OurMultiLevelDetector()), image()
     ckpt = {"model": src.state_dict(), "optimizer": {"state": {}}, "iteration": 7}
     return Case(ckpt, OurMultiLevelDetector, "mae_transfer_det", ("metadata",), src(x), lambda m, x: m(x), x)
@@ -280,6 +282,7 @@ def case_mmseg(kind: str, prefix: str = "backbone.") -> Case:
 
 @torch.no_grad()
 def case_mae_transfer_seg() -> Case:
+    import mae_transfer.seg  # noqa: F401  (registers the "mae_transfer_seg" layout)
     from mae_transfer.models import MultiLevelPyramid
 
     class Seg(nn.Module):

@@ -50,36 +50,23 @@ def _on_meta(build):
 
 
 def det_settings(config: str) -> tuple[list[dict], float, str]:
-    from detectron2.modeling import build_model
-
-    from mae_transfer.det import load_config
+    from mae_transfer.det import build_model, load_config
     from mae_transfer.det.optimizer import apply_cfg_freeze, layer_decay_kwargs
 
-    cfg = load_config(config)
-    cfg.MODEL.VIT.WEIGHTS = ""
-
-    def build(device: str):
-        cfg.defrost()
-        cfg.MODEL.DEVICE = device
-        return build_model(cfg)
-
-    model = _on_meta(build)
+    cfg = load_config(config, ["MODEL.VIT.WEIGHTS", ""])
+    model = _on_meta(lambda device: build_model(cfg, device=device))
     apply_cfg_freeze(cfg, model)
     records = param_settings(model, **layer_decay_kwargs(cfg, model))
     return records, cfg.SOLVER.BASE_LR, f"freeze {cfg.MODEL.VIT.FREEZE}, layer decay {cfg.SOLVER.LAYER_DECAY}"
 
 
 def seg_settings(config: str) -> tuple[list[dict], float, str]:
-    import mae_transfer.seg  # noqa: F401  (registers the models; installs the mmcv.ops stand-in first)
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
+    from mae_transfer.seg import build_segmentor
     from mae_transfer.seg.config import load_config
     from mae_transfer.seg.optimizer import apply_paramwise_freeze, layer_decay_kwargs
 
     cfg = load_config(config)
-    init_default_scope(cfg.get("default_scope", "mmseg"))
-    model = _on_meta(lambda device: MODELS.build(cfg.model))
+    model = _on_meta(lambda device: build_segmentor(cfg))
     optimizer_cfg = cfg.optim_wrapper.optimizer
     paramwise = cfg.optim_wrapper.get("paramwise_cfg") or {}
     apply_paramwise_freeze(model, paramwise)

@@ -61,10 +61,9 @@ def detector_steps(model, optimizer, batch: List[Dict], device: torch.device, am
 
 def det_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> List[Dict]:
     """Rows for ViTDet-B Mask R-CNN: train step per image and inference per image."""
-    from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from mae_transfer.det import load_config
+    from mae_transfer.det import build_model, load_config
     from mae_transfer.det.optimizer import build_optimizer
 
     size = 256 if quick else 1024
@@ -72,7 +71,7 @@ def det_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
     if quick:
         opts += ["MODEL.VIT.NAME", "vit_tiny_patch16", "MODEL.VIT.IMG_SIZE", size, "MODEL.PYRAMID.SQUARE_PAD", size]
     cfg = load_config("coco_vitb_mae", opts)
-    model = build_model(cfg)
+    model = build_model(cfg, device=device.type)
     optimizer = build_optimizer(cfg, model)
     train_step, infer = detector_steps(model, optimizer, _det_inputs(size, device), device, amp)
     with EventStorage(0):  # Detectron2's heads log into it during training
@@ -106,9 +105,8 @@ def seg_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
     """Rows for ViT-B UperNet: train step per batch of 2 crops and slide inference per image."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
-    from mmseg.registry import MODELS
 
-    import mae_transfer.seg  # noqa: F401  (mmcv.ops stand-in, registrations)
+    from mae_transfer.seg import build_segmentor
     from mae_transfer.seg.config import load_config
     from mae_transfer.seg.runner import adapt_to_device
 
@@ -123,8 +121,8 @@ def seg_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
     adapt_to_device(cfg, cuda=False)  # one process: SyncBN -> BN on every device; AMP set below
     if amp:
         cfg.optim_wrapper.update(type="AmpOptimWrapper", dtype=AMP_DTYPES[amp])
+    model = build_segmentor(cfg).to(device)
     with DefaultScope.overwrite_default_scope("mmseg"):
-        model = MODELS.build(cfg.model).to(device)
         optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     classes = cfg.model.decode_head.num_classes
     train_batch = _seg_batch((crop, crop), 2, classes)

@@ -41,16 +41,14 @@ def _timed(fn, device: torch.device, n: int) -> float:
 
 
 def _det(device: torch.device, quick: bool) -> List[Dict]:
-    from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    from mae_transfer.det import load_config, prepare_datasets
+    from mae_transfer.det import build_model, load_config, prepare_datasets
     from mae_transfer.det.data import build_train_loader
     from mae_transfer.det.optimizer import build_optimizer
 
-    cfg = load_config("demo_vit_tiny", ["MODEL.DEVICE", device.type, "DATALOADER.NUM_WORKERS", "0"])
-    cfg = prepare_datasets(cfg)
-    model = build_model(cfg)
+    cfg = prepare_datasets(load_config("demo_vit_tiny", ["MODEL.DEVICE", device.type, "DATALOADER.NUM_WORKERS", "0"]))
+    model = build_model(cfg, device=device.type)
     optimizer = build_optimizer(cfg, model)
     batches = iter(build_train_loader(cfg))
     n = 1 if quick else 3

@@ -9,19 +9,19 @@ Everything that changes is recorded for the load report.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
+from mae_transfer.models.naming import block_index
 from mae_transfer.models.pos_embed import resize_abs_pos_embed, resize_beit_rel_pos_table, resize_rel_pos
 
 Tensor = torch.Tensor
 Shape = tuple[int, ...]
 SHARED_BEIT_TABLE = "rel_pos_bias.relative_position_bias_table"
-_BLOCK_TABLE = re.compile(r"^blocks\.(\d+)\.attn\.relative_position_bias_table$")
+BLOCK_TABLE = "attn.relative_position_bias_table"
 
 
 @dataclass
@@ -61,7 +61,7 @@ def _expand_shared_beit_table(out: Adapted, target: Mapping[str, Tensor]) -> Non
     shared = out.state_dict.get(SHARED_BEIT_TABLE)
     if shared is None or SHARED_BEIT_TABLE in target:
         return
-    blocks = [k for k in target if _BLOCK_TABLE.match(k)]
+    blocks = [k for k in target if k == f"blocks.{block_index(k)}.{BLOCK_TABLE}"]
     if not blocks:
         return
     del out.state_dict[SHARED_BEIT_TABLE]

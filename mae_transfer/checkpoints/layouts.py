@@ -6,6 +6,12 @@ renaming table turns its ViT names into ours (timm's ``VisionTransformer``/``Bei
 :mod:`mae_transfer.models.vit`). Adding a layout that only differs by prefix is one line in
 :data:`LAYOUTS`. Nothing here needs a model: ``state_dict -> Converted``; fitting the tensors to
 a model's geometry is :mod:`.adapt`'s job.
+
+The rows here are other projects' checkpoint formats (MAE, timm, BEiT, MoCo v3, ViTDet, MMSeg).
+A framework glue adds the layout of its own whole models with :func:`register_layout` when it is
+imported (``mae_transfer.det`` and ``mae_transfer.seg`` do). A whole-model checkpoint no row
+knows still loads its ViT: :func:`detect_layout` finds it by its names
+(:mod:`mae_transfer.models.naming`) and keeps the other keys as "rest".
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+from mae_transfer.models.naming import find_vit_prefix
 
 from .foundation import dinov2_hub_to_timm, sam_to_timm
 
@@ -134,24 +142,16 @@ FOUNDATION_LAYOUTS: list[Layout] = [
            _all(_VIT_KEYS, _not(_starts("head", "dist_token")), _contains(r"^reg_token$|\.ls1\.gamma$"))),
 ]
 
-# Order matters: the first layout whose detect() holds is used.
+# Order matters: the first layout whose detect() holds is used; registered layouts come first.
 LAYOUTS: list[Layout] = [
     Layout("moco_v3", "MoCo v3 ({'state_dict'}: module.base_encoder / momentum_encoder)",
            _starts("module.base_encoder.", "base_encoder."),
            (("module.base_encoder.", VIT), ("base_encoder.", VIT),
             ("module.momentum_encoder.", _MOCO_MOMENTUM), ("momentum_encoder.", _MOCO_MOMENTUM),
             ("module.predictor.", _MOCO_PREDICTOR), ("predictor.", _MOCO_PREDICTOR))),
-    # This project's own training checkpoints (mae_transfer/det/backbone.py, seg/backbone.py). The
-    # ViTDet-style det backbone uses Detectron2's own names, so its checkpoints are "vitdet".
-    Layout("mae_transfer_det", "mae_transfer Detectron2 model, multi-level pyramid + FPN (backbone.bottom_up.*)",
-           _starts("backbone.bottom_up.net."),
-           (("backbone.bottom_up.net.", VIT), ("backbone.bottom_up.pyramid.", PYRAMID), ("", REST)),
-           rest_reason=_D2_HEADS),
-    Layout("mae_transfer_seg", "mae_transfer MMSeg model (backbone.net / neck.pyramid)",
-           _all(_starts("backbone.net."), _starts("decode_head.")),
-           (("backbone.net.", VIT), ("neck.pyramid.", PYRAMID), ("", REST)), rest_reason=_MMSEG_HEADS),
+    # An MMSeg segmentor (decode_head.*) whose backbone holds a ViT as "net" is not a ViTDet model.
     Layout("vitdet", "ViTDet / Detectron2 (backbone.net.* ViT, backbone.simfp_* pyramid), incl. mae_transfer's",
-           _starts("backbone.net."),
+           _all(_starts("backbone.net."), _not(_starts("decode_head."))),
            (("backbone.net.", VIT), ("backbone.", PYRAMID), ("", REST)), rest_reason=_D2_HEADS),
     *_mmseg_layouts("backbone.", "whole segmentor", _MMSEG_HEADS),
     *_mmseg_layouts("", "backbone only", "not part of the backbone"),
@@ -220,12 +220,59 @@ def unwrap(obj: Any) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, skipped
 
 
+def model_layout(name: str, description: str, vit: str, pyramid: str, *, requires: Sequence[str] = (),
+                 rest_reason: str = "not part of the backbone") -> Layout:
+    """The layout of a whole model: ViT keys under ``vit``, pyramid keys under ``pyramid``, the
+    rest kept by name; recognised by keys under ``vit`` and under each of ``requires``."""
+    detect = _all(_starts(vit), *(_starts(prefix) for prefix in requires))
+    return Layout(name, description, detect, ((vit, VIT), (pyramid, PYRAMID), ("", REST)), rest_reason=rest_reason)
+
+
+_registered: list[str] = []  # names of the layouts added by register_layout, in order
+
+
+def register_layout(layout: Layout) -> Layout:
+    """Add a layout, tried before the built-in ones (registered ones in registration order).
+
+    For a framework glue's own whole models, e.g. a detector keeping its ViT under
+    ``trunk.vit.`` and its pyramid under ``trunk.fpn.``::
+
+        register_layout(model_layout("my_det", "my detector", vit="trunk.vit.", pyramid="trunk.fpn."))
+
+    Registering a name again replaces that row (module reloads are harmless). Returns ``layout``.
+    """
+    if layout.name in _registered:
+        LAYOUTS[_registered.index(layout.name)] = layout
+        return layout
+    if any(row.name == layout.name for row in LAYOUTS):
+        raise ValueError(f"Checkpoint layout name {layout.name!r} is taken by a built-in layout; "
+                         "register yours under another name.")
+    LAYOUTS.insert(len(_registered), layout)
+    _registered.append(layout.name)
+    return layout
+
+
+def _vit_in_model(keys: Sequence[str]) -> Layout | None:
+    """A layout for a whole model no row knows, holding a timm-name ViT under some prefix."""
+    prefix = find_vit_prefix(keys)
+    if not prefix:
+        return None
+    return Layout("vit_in_model", f"a model holding a ViT at {prefix}* (other keys kept by name)",
+                  lambda _: True, ((prefix, VIT), ("", REST)),
+                  rest_reason="not part of the ViT, and the model's layout is not registered "
+                              "(checkpoints.register_layout), so its pyramid is not recognised")
+
+
 def detect_layout(state_dict: Mapping[str, Tensor]) -> Layout:
-    """Return the first :data:`LAYOUTS` row that recognises ``state_dict`` (already unwrapped)."""
+    """Return the first :data:`LAYOUTS` row that recognises ``state_dict`` (already unwrapped),
+    else a generic layout when the keys hold a ViT under a prefix (``backbone.trunk.blocks.0...``)."""
     keys = set(state_dict)
     for layout in LAYOUTS:
         if layout.detect(keys):
             return layout
+    generic = _vit_in_model(list(state_dict))
+    if generic is not None:
+        return generic
     first = ", ".join(list(state_dict)[:3]) or "none"
     raise UnknownLayoutError(
         f"no ViT weights found (first keys: {first}); expected keys such as "

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mae_transfer.models import MultiLevelPyramid, SimplePyramid
+from mae_transfer.models.naming import block_indices, find_vit_prefix
 from mae_transfer.utils.logger import get_logger
 
 from .adapt import adapt_vit
@@ -42,39 +43,46 @@ EXPECTED_UNUSED: tuple[tuple[str, str], ...] = (
     (r"^norm\.", "the model has no final norm (final_norm=False)"),
     (r"^reg_token$", "the model has no register tokens (num_reg_tokens=0, e.g. window attention)"),
 )
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
-
-
-def _is_vit(module: nn.Module) -> bool:
-    return hasattr(module, "patch_embed") and isinstance(getattr(module, "blocks", None), nn.ModuleList)
 
 
 def _is_pyramid(module: nn.Module) -> bool:
     return isinstance(module, (SimplePyramid, MultiLevelPyramid))
 
 
-def _find_prefix(model: nn.Module, prefix: Optional[str], match, what: str) -> Optional[str]:
-    """``prefix`` as given (normalised to end with '.'), else the first submodule ``match``es."""
+def _given_prefix(model: nn.Module, prefix: str, what: str) -> str:
+    """``prefix`` normalised to end with '.', checked to name a submodule of ``model``."""
+    prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
+    try:
+        model.get_submodule(prefix.rstrip("."))
+    except AttributeError as err:
+        raise ValueError(f"The model has no submodule '{prefix.rstrip('.')}' to load the {what} into; "
+                         f"check prefix=") from err
+    return prefix
+
+
+def _vit_prefix(model: nn.Module, prefix: Optional[str]) -> str:
+    """Where the ViT lives: ``prefix`` as given, else found from the parameter names."""
     if prefix is not None:
-        prefix = prefix if not prefix or prefix.endswith(".") else prefix + "."
-        try:
-            model.get_submodule(prefix.rstrip("."))
-        except AttributeError as err:
-            raise ValueError(f"The model has no submodule '{prefix.rstrip('.')}' to load the {what} into; "
-                             f"check prefix=") from err
-        return prefix
+        return _given_prefix(model, prefix, "ViT")
+    found = find_vit_prefix(name for name, _ in model.named_parameters())
+    if found is None:
+        raise ValueError(f"Found no ViT (parameters patch_embed.* and blocks.<i>.*) in {type(model).__name__}; "
+                         f"pass prefix= to say where it is.")
+    return found
+
+
+def _pyramid_prefix(model: nn.Module, prefix: Optional[str]) -> Optional[str]:
+    """Where the pyramid lives: ``prefix`` as given, else the first pyramid module, else None."""
+    if prefix is not None:
+        return _given_prefix(model, prefix, "pyramid")
     for name, module in model.named_modules():
-        if match(module):
+        if _is_pyramid(module):
             return f"{name}." if name else ""
     return None
 
 
 def _sub(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def _blocks(keys) -> set[int]:
-    return {int(m.group(1)) for k in keys if (m := _BLOCK.match(k))}
 
 
 def _check_fit(source: str, pairs: list[tuple[str, Tensor, Tensor]], src_blocks: set[int],
@@ -209,11 +217,8 @@ def _unused_reason(vit_key: str) -> Optional[str]:
 
 def _load_converted(model: nn.Module, conv: Converted, name: str, prefix: Optional[str],
                     pyramid_prefix: Optional[str]) -> LoadReport:
-    vit_prefix = _find_prefix(model, prefix, _is_vit, "ViT")
-    if vit_prefix is None:
-        raise ValueError(f"Found no ViT (a module with patch_embed and blocks) in {type(model).__name__}; "
-                         f"pass prefix= to say where it is.")
-    pyr_prefix = _find_prefix(model, pyramid_prefix, _is_pyramid, "pyramid")
+    vit_prefix = _vit_prefix(model, prefix)
+    pyr_prefix = _pyramid_prefix(model, pyramid_prefix)
     plan = _Plan(model.state_dict(), ignored=dict(conv.ignored))
     vit_target = _sub(plan.target, vit_prefix)
     adapted = adapt_vit(conv.vit, vit_target, model.get_submodule(vit_prefix.rstrip(".")))
@@ -227,7 +232,7 @@ def _load_converted(model: nn.Module, conv: Converted, name: str, prefix: Option
         for key, value in conv.pyramid.items():
             plan.place(pyr_prefix + key, value)
     _place_rest(plan, conv, tuple(regions))
-    _check_fit(name, plan.mismatches(), _blocks(adapted.state_dict), _blocks(vit_target),
+    _check_fit(name, plan.mismatches(), block_indices(adapted.state_dict), block_indices(vit_target),
                sum(k.startswith(vit_prefix) for k in plan.tensors))
 
     missing = [k for k in plan.target if k.startswith(tuple(regions)) and k not in plan.tensors]

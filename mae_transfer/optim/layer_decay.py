@@ -12,27 +12,24 @@ The rule is the official MAE one (``util/lr_decay.py``), which ViTDet and BEiT a
   ``relative_position_bias_table``). MAE's ViT has no relative tables; timm's BEiT excludes its
   tables too, ViTDet's configs decay ``rel_pos_h/w``: we treat all position parameters alike.
 
-A detector or segmentor keeps its ViT under a prefix (``"backbone.net."`` in Detectron2); names
-are made relative to it before the rule is applied, and parameters outside it get the top layer id.
+A detector or segmentor keeps its ViT under a prefix (``"backbone.net."`` in both frameworks here),
+found from the parameter names (:mod:`mae_transfer.models.naming`) unless given; names are made
+relative to it before the rule is applied, and parameters outside it get the top layer id.
 """
 from __future__ import annotations
 
-import re
 from fnmatch import fnmatch
 from typing import Iterable, Mapping
 
 from torch import nn
 
+from mae_transfer.models.naming import EMBEDDING_NAMES, block_index, block_indices, find_vit_prefix, is_embedding
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
 
-# Parameters of the ViT that sit before the first block (layer id 0).
-EMBEDDING_NAMES = ("cls_token", "pos_embed", "dist_token", "reg_token", "mask_token")
 # Leaf names that never get weight decay, whatever their number of dimensions.
 NO_WEIGHT_DECAY = EMBEDDING_NAMES + ("rel_pos_h", "rel_pos_w", "relative_position_bias_table")
-
-_BLOCK_ID = re.compile(r"^blocks\.(\d+)\.")
 
 
 def get_layer_id(name: str, num_layers: int) -> int:
@@ -46,22 +43,15 @@ def get_layer_id(name: str, num_layers: int) -> int:
         0 for the patch embedding and embedding tokens, ``i + 1`` for block ``i``,
         ``num_layers + 1`` for everything else.
     """
-    if name in EMBEDDING_NAMES or name.startswith("patch_embed."):
+    if is_embedding(name):
         return 0
-    match = _BLOCK_ID.match(name)
-    if match:
-        return int(match.group(1)) + 1
-    return num_layers + 1
+    index = block_index(name)
+    return num_layers + 1 if index is None else index + 1
 
 
 def infer_num_layers(names: Iterable[str], backbone_prefix: str = "") -> int:
     """Number of blocks of the ViT under ``backbone_prefix``: 1 + the largest ``blocks.{i}`` index."""
-    ids = [
-        int(m.group(1))
-        for name in names
-        if name.startswith(backbone_prefix)
-        and (m := _BLOCK_ID.match(name[len(backbone_prefix):]))
-    ]
+    ids = block_indices(names, backbone_prefix)
     if not ids:
         raise ValueError(
             f"No parameter named '{backbone_prefix}blocks.<i>.*' in the model: check the backbone "
@@ -71,16 +61,25 @@ def infer_num_layers(names: Iterable[str], backbone_prefix: str = "") -> int:
 
 
 def find_backbone_prefix(model: nn.Module) -> str:
-    """Path (with a trailing dot) of the first submodule that looks like a ViT: it has
-    ``patch_embed`` and ``blocks``. ``""`` when ``model`` is the ViT itself."""
-    for name, module in model.named_modules():
-        blocks = getattr(module, "blocks", None)
-        if hasattr(module, "patch_embed") and isinstance(blocks, (nn.ModuleList, nn.Sequential)):
-            return f"{name}." if name else ""
-    raise ValueError(
-        f"No Vision Transformer (a module with 'patch_embed' and 'blocks') inside {type(model).__name__}; "
-        "pass backbone_prefix explicitly."
-    )
+    """Path (with a trailing dot) of the first ViT in ``model``, found from its parameter names
+    (``patch_embed.*`` and ``blocks.<i>.*``, see :mod:`mae_transfer.models.naming`); ``""`` when
+    ``model`` is the ViT itself."""
+    return resolve_prefix([n for n, _ in model.named_parameters()], None, type(model).__name__)
+
+
+def resolve_prefix(names: Iterable[str], backbone_prefix: str | None, owner: str = "the model") -> str:
+    """``backbone_prefix`` checked against ``names``, or found from them when None."""
+    names = list(names)
+    if backbone_prefix is not None:
+        check_prefix(names, backbone_prefix)
+        return backbone_prefix
+    prefix = find_vit_prefix(names)
+    if prefix is None:
+        raise ValueError(
+            f"No Vision Transformer (parameters 'patch_embed.*' and 'blocks.<i>.*') inside {owner}; "
+            "pass backbone_prefix explicitly."
+        )
+    return prefix
 
 
 def check_prefix(names: Iterable[str], backbone_prefix: str) -> None:
@@ -128,7 +127,7 @@ def param_settings(
     *,
     weight_decay: float,
     layer_decay: float,
-    backbone_prefix: str = "backbone.net.",
+    backbone_prefix: str | None = None,
     num_layers: int | None = None,
     no_weight_decay: Iterable[str] = NO_WEIGHT_DECAY,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
@@ -139,7 +138,7 @@ def param_settings(
     arguments. This is what :func:`param_groups` groups and what the inspection tool prints.
     """
     named = list(model.named_parameters())
-    check_prefix((n for n, _ in named), backbone_prefix)
+    backbone_prefix = resolve_prefix((n for n, _ in named), backbone_prefix, type(model).__name__)
     if num_layers is None:
         num_layers = infer_num_layers((n for n, _ in named), backbone_prefix)
     no_weight_decay = tuple(no_weight_decay)
@@ -170,7 +169,7 @@ def param_groups(
     base_lr: float,
     weight_decay: float,
     layer_decay: float,
-    backbone_prefix: str = "backbone.net.",
+    backbone_prefix: str | None = None,
     num_layers: int | None = None,
     no_weight_decay: Iterable[str] = NO_WEIGHT_DECAY,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
@@ -183,7 +182,8 @@ def param_groups(
         weight_decay: weight decay of parameters that get one (see module docstring).
         layer_decay: per-layer lr multiplier (0.65 for MAE ViT-B on ADE20K; 1.0 turns decay off).
         backbone_prefix: path of the ViT inside ``model`` with a trailing dot, e.g.
-            ``"backbone.net."``; ``""`` when ``model`` is the ViT (or a timm classifier).
+            ``"backbone.net."``; ``""`` when ``model`` is the ViT (or a timm classifier). None
+            (default): the first ViT found from the parameter names (:func:`find_backbone_prefix`).
         num_layers: ViT depth; inferred from the ``blocks.{i}`` names when None.
         no_weight_decay: leaf parameter names that never get weight decay (besides 1-D ones).
         overrides: ``{pattern: {"weight_decay": wd, "lr_mult": m}}``; a pattern matches a leaf

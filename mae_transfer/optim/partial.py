@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Union
 
 from torch import nn
 
-from .layer_decay import check_prefix, infer_num_layers, layer_id_of
+from .layer_decay import infer_num_layers, layer_id_of, resolve_prefix
 
 POLICY_NAMES = ("full", "last_k_blocks", "frozen_backbone", "linear_probe")
 _VALID = "'full', 'last_k_blocks:K' (e.g. 'last_k_blocks:4'), 'frozen_backbone', 'linear_probe'"
@@ -76,7 +76,7 @@ class FreezePolicy:
 def frozen_parameter_names(
     names: Iterable[str],
     policy: Union[str, Mapping, FreezePolicy, None],
-    backbone_prefix: str = "backbone.net.",
+    backbone_prefix: str | None = None,
     neck_prefix: str | None = None,
 ) -> list[str]:
     """Names (from ``names``) that ``policy`` freezes; pure, no model needed.
@@ -84,7 +84,8 @@ def frozen_parameter_names(
     Args:
         names: parameter names of the whole model.
         policy: see the module docstring.
-        backbone_prefix: path of the ViT with a trailing dot (``"backbone.net."`` in Detectron2).
+        backbone_prefix: path of the ViT with a trailing dot (``"backbone.net."`` in Detectron2);
+            None (default): found from the names (:mod:`mae_transfer.models.naming`).
         neck_prefix: path of the pyramid, frozen by ``linear_probe`` (``"backbone."`` in
             Detectron2, where the pyramid wraps the ViT; ``"neck."`` in MMSeg). None: no neck.
     """
@@ -92,7 +93,7 @@ def frozen_parameter_names(
     names = list(names)
     if policy.kind == "full":
         return []
-    check_prefix(names, backbone_prefix)
+    backbone_prefix = resolve_prefix(names, backbone_prefix)
     in_backbone = [n for n in names if n.startswith(backbone_prefix)]
     if policy.kind == "frozen_backbone":
         return in_backbone
@@ -107,7 +108,7 @@ def frozen_parameter_names(
 def apply_freeze(
     model: nn.Module,
     policy: Union[str, Mapping, FreezePolicy, None],
-    backbone_prefix: str = "backbone.net.",
+    backbone_prefix: str | None = None,
     neck_prefix: str | None = None,
 ) -> list[str]:
     """Freeze what ``policy`` says (``requires_grad=False``) and keep frozen modules in eval mode.
