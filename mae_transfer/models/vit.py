@@ -90,6 +90,7 @@ class Block(nn.Module):
         rel_pos: Optional[str] = None,
         input_size: Optional[Size2] = None,
         layer_scale: Optional[float] = None,
+        attn_impl: str = "auto",
     ):
         """
         Args:
@@ -104,6 +105,7 @@ class Block(nn.Module):
             input_size: patch grid of the model's ``img_size``; sizes relative tables of global
                 blocks (window blocks size them from the window).
             layer_scale: initial value of the BEiT/CaiT ``gamma_1``/``gamma_2``; None = off.
+            attn_impl: ``"auto"``, ``"sdpa"`` or ``"flex"``; see :class:`Attention`.
         """
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -115,6 +117,7 @@ class Block(nn.Module):
             rel_pos=rel_pos,
             input_size=input_size,
             window_size=window_size,
+            attn_impl=attn_impl,
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -177,6 +180,7 @@ class VisionTransformer(nn.Module):
         final_norm: bool = True,
         grad_checkpointing: Union[bool, int] = False,
         out_indices: Optional[Sequence[int]] = None,
+        attn_impl: str = "auto",
     ):
         """
         Args:
@@ -211,6 +215,9 @@ class VisionTransformer(nn.Module):
                 ``n`` = the first ``n`` blocks.
             out_indices: 0-based blocks whose outputs :meth:`forward_maps` returns; default the
                 last block.
+            attn_impl: kernel for attention with relative position terms: ``"auto"`` (flex
+                attention, compiled, on CUDA when available; SDPA elsewhere), ``"sdpa"`` or
+                ``"flex"``; see :class:`~mae_transfer.models.attention.Attention`.
         """
         super().__init__()
         if rel_pos not in (None, "decomposed", "beit", "beit_shared"):
@@ -270,6 +277,7 @@ class VisionTransformer(nn.Module):
                 rel_pos=block_rel_pos,
                 input_size=self.grid_size,
                 layer_scale=layer_scale,
+                attn_impl=attn_impl,
             )
             for i in range(depth)
         )
