@@ -39,6 +39,7 @@ _VIT_KWARGS = {
     "LAYER_SCALE": "layer_scale",
     "OUT_INDICES": "out_indices",
     "GRAD_CHECKPOINTING": "grad_checkpointing",
+    "ATTN_IMPL": "attn_impl",
 }
 
 
@@ -71,6 +72,7 @@ def add_vit_config(cfg: CN) -> CN:
     vit.LAYER_SCALE = None
     vit.OUT_INDICES = None  # blocks whose outputs feed the pyramid; None = last block
     vit.GRAD_CHECKPOINTING = False
+    vit.ATTN_IMPL = None  # None = "auto" (flex attention on CUDA) | "sdpa" | "flex"
 
     pyr = cfg.MODEL.PYRAMID = CN()
     pyr.SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the stride-16 ViT map
