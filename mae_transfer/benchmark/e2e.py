@@ -230,7 +230,7 @@ def _quick_seg(cfg, impl: str, crop: int) -> None:
         cfg.model.backbone.update(embed_dims=192, num_heads=3, img_size=(crop, crop), num_layers=4,
                                   out_indices=[0, 1, 2, 3])
         cfg.model.neck.embed_dim = 192
-        cfg.model.data_preprocessor.size = (crop, crop)
+    cfg.model.data_preprocessor.size = (crop, crop)
     if "neck" in cfg.model and "in_channels" in cfg.model.neck:
         cfg.model.neck.in_channels = 192
     cfg.model.decode_head.update(in_channels=[192] * 4, channels=64)
