@@ -48,13 +48,14 @@ def interleave(steps: Dict[str, Step], device: torch.device, repeats: int, warmu
     names = list(steps)
     for _ in range(warmup):
         for name in names:
-            steps[name]()
+            logger.info("%s warm-up: %.3f s", name, timer(steps[name]))
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             gc.collect()
             mem = PeakMemory(device)
             with mem:
                 out[name]["seconds"].append(timer(steps[name]))
+            logger.info("%s repeat %d: %.3f s, peak %s bytes", name, r, out[name]["seconds"][-1], mem.bytes)
             if mem.bytes is not None:
                 out[name]["peak_bytes"] = max(mem.bytes, out[name]["peak_bytes"] or 0)
     return out
