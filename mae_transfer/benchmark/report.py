@@ -154,6 +154,10 @@ def to_markdown(result: Dict) -> str:
             lines.append(f"| {t['target']} | {t['goal']} | {_fmt(t['value'])} | {met} |")
     if result.get("tasks"):
         lines += ["", "## Detection / segmentation / data", ""] + _task_table(result["tasks"])
+    if result.get("e2e") or result.get("loader"):
+        from .e2e_report import e2e_markdown
+
+        lines += e2e_markdown(result)
     return "\n".join(lines) + "\n"
 
 

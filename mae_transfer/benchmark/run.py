@@ -22,10 +22,11 @@ __all__ = ["Options", "CASES", "default_cases", "run_benchmark"]
 logger = logging.getLogger("mae_transfer.benchmark")
 
 TASK_CASES = ("det", "seg", "det_vitb", "seg_vitb")  # demo configs (+ data-loading rate), ViT-B recipes
-CASES = ("gemm",) + tuple(GROUPS) + TASK_CASES
+E2E_CASES = ("det_e2e", "seg_e2e")  # whole steps beside Detectron2's / MMSeg's pipelines (.e2e)
+CASES = ("gemm",) + tuple(GROUPS) + TASK_CASES + E2E_CASES + ("loader",)
 # global attention at 1024 (MMSeg MAE) needs ~20 GB and minutes per step on a CPU; the ViT-B
 # recipe pipelines take minutes there too (run them with --cases det_vitb seg_vitb)
-_CPU_DEFAULT_SKIP = ("mae1024", "det_vitb", "seg_vitb")
+_CPU_DEFAULT_SKIP = ("mae1024", "det_vitb", "seg_vitb") + E2E_CASES
 # --quick: toy sizes for the same code paths
 _QUICK_IMG = {224: 64, 512: 64, 1024: 128}
 
@@ -96,6 +97,8 @@ def run_benchmark(opts: Options) -> Dict:
         "gemm": [],
         "backbone": [],
         "tasks": [],
+        "e2e": [],
+        "loader": [],
     }
     if "gemm" in cases or any(c in GROUPS for c in cases):
         result["gemm"] = _gemm(device, opts)
@@ -114,9 +117,22 @@ def run_benchmark(opts: Options) -> Dict:
             )  # fmt: skip
         elif case in TASK_CASES:
             result["tasks"] += _run_tasks(case, device, opts)
+        elif case in E2E_CASES:
+            from . import e2e  # imports detectron2 / mmseg lazily
+
+            repeats = opts.repeats or (1 if opts.quick else 3 if device.type == "cpu" else 5)
+            result["e2e"] += e2e.run(case, device=device, quick=opts.quick, amp=opts.amp, repeats=repeats)
+        elif case == "loader":
+            from . import loader
+
+            result["loader"] += loader.run(quick=opts.quick)
         _write(result, opts.out, start, final=False)
     report.add_ratios(result["backbone"])
     result["targets"] = [] if opts.quick else report.check_targets(result["backbone"])
+    if result["e2e"] and not opts.quick:
+        from .e2e import e2e_targets
+
+        result["targets"] += e2e_targets(result["e2e"], device)
     return _write(result, opts.out, start, final=True)
 
 

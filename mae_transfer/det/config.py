@@ -39,6 +39,7 @@ _VIT_KWARGS = {
     "OUT_INDICES": "out_indices",
     "GRAD_CHECKPOINTING": "grad_checkpointing",
     "FEATURE_STRIDE": "feature_stride",
+    "ATTN_IMPL": "attn_impl",
 }
 
 
@@ -72,6 +73,7 @@ def add_vit_config(cfg: CN) -> CN:
     vit.OUT_INDICES = None  # blocks whose outputs feed the pyramid; None = last block
     vit.GRAD_CHECKPOINTING = False
     vit.FEATURE_STRIDE = None  # patch-14 ViTs under the stride-16 pyramid: 16 (input resized by 14/16)
+    vit.ATTN_IMPL = None  # None = "sdpa" | "auto" (flex attention on CUDA) | "flex"
 
     pyr = cfg.MODEL.PYRAMID = CN()
     pyr.SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)  # strides 4, 8, 16, 32 from the stride-16 ViT map

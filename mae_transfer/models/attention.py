@@ -23,12 +23,14 @@ from .pos_embed import (
     resize_beit_rel_pos_table,
     to_2tuple,
 )
+from .flex import ATTN_IMPLS, disable_flex, flex_attention_biased, use_flex
 from .sdpa import attention
 
 __all__ = [
     "Attention",
     "RelativePositionBias",
     "beit_bias",
+    "beit_table_index",
     "window_partition",
     "window_unpartition_heads",
     "decomposed_rel_terms",
@@ -96,6 +98,26 @@ def decomposed_rel_terms(
     return rel_h, rel_w
 
 
+def beit_table_index(
+    table: torch.Tensor,
+    index: torch.Tensor,
+    window: Tuple[int, int],
+    hw: Tuple[int, int],
+    num_prefix_tokens: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The BEiT table for grid ``hw`` (resampled when it differs from ``window``) and its
+    ``(P + h*w, P + h*w)`` index; arguments as :func:`beit_bias`."""
+    if num_prefix_tokens not in (0, 1):
+        raise ValueError("BEiT relative position bias supports 0 or 1 prefix token.")
+    hw = tuple(hw)
+    if hw != tuple(window):
+        table = resize_beit_rel_pos_table(table, window, hw)
+        index = beit_relative_position_index(hw, device=table.device)
+    if num_prefix_tokens == 0:
+        index = index[1:, 1:]
+    return table, index
+
+
 def beit_bias(
     table: torch.Tensor,
     index: torch.Tensor,
@@ -116,14 +138,7 @@ def beit_bias(
     Returns:
         ``(1, heads, P + h*w, P + h*w)``.
     """
-    if num_prefix_tokens not in (0, 1):
-        raise ValueError("BEiT relative position bias supports 0 or 1 prefix token.")
-    hw = tuple(hw)
-    if hw != tuple(window):
-        table = resize_beit_rel_pos_table(table, window, hw)
-        index = beit_relative_position_index(hw, device=table.device)
-    if num_prefix_tokens == 0:
-        index = index[1:, 1:]
+    table, index = beit_table_index(table, index, window, hw, num_prefix_tokens)
     n = index.shape[0]
     bias = table[index.reshape(-1)].view(n, n, -1)
     return bias.permute(2, 0, 1).unsqueeze(0)
@@ -177,6 +192,7 @@ class Attention(nn.Module):
         rel_pos: Optional[str] = None,
         input_size: Optional[Size2] = None,
         window_size: int = 0,
+        attn_impl: str = "sdpa",
     ):
         """
         Args:
@@ -193,6 +209,12 @@ class Attention(nn.Module):
             window_size: window side; 0 = global attention. Grids that are not a multiple of the
                 window are padded at the bottom/right with zero tokens, as Detectron2's ViTDet
                 (zeros after ``norm1``, so padded keys/values equal the ``qkv`` bias).
+            attn_impl: kernel for attention with relative position terms: ``"sdpa"``
+                (``F.scaled_dot_product_attention`` with a dense bias; on CPU :mod:`.sdpa`'s
+                fused path), ``"flex"`` (:mod:`.flex`: the terms inside a FlexAttention kernel,
+                compiled on CUDA; where flex cannot run, SDPA) or ``"auto"`` (flex on CUDA when
+                available, else SDPA). Default ``"sdpa"``: flex is opt-in until it is measured and
+                checked on a GPU. Attention without relative terms always uses SDPA.
         """
         super().__init__()
         if dim % num_heads:
@@ -203,6 +225,9 @@ class Attention(nn.Module):
             input_size = (window_size, window_size)
         if rel_pos is not None and input_size is None:
             raise ValueError("input_size is required to size relative position tables.")
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}.")
+        self.attn_impl = attn_impl
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim**-0.5
@@ -250,11 +275,18 @@ class Attention(nn.Module):
         """``qkv`` ``(B, P + h*w, 3C)`` -> attention output ``(B, heads, P + h*w, d)``."""
         b, n, c3 = qkv.shape
         q, k, v = qkv.view(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.rel_pos == "decomposed" and num_prefix_tokens:
+            raise ValueError("decomposed relative position does not support a cls token.")
+        if (self.rel_pos is not None or shared_bias is not None) and use_flex(
+            self.attn_impl, q, torch.is_grad_enabled() and self._needs_grad(q)
+        ):
+            try:
+                return self._attend_flex(q, k, v, hw, num_prefix_tokens, shared_bias)
+            except Exception as e:  # e.g. no compiler toolchain: keep training on SDPA
+                disable_flex(f"{type(e).__name__}: {e}")
         bias = shared_bias
         rel_h = rel_w = None
         if self.rel_pos == "decomposed":
-            if num_prefix_tokens:
-                raise ValueError("decomposed relative position does not support a cls token.")
             rel_h, rel_w = decomposed_rel_terms(q, self.rel_pos_h, self.rel_pos_w, hw)
         elif self.rel_pos == "beit":
             own = beit_bias(
@@ -266,6 +298,35 @@ class Attention(nn.Module):
             ).to(q.dtype)
             bias = own if bias is None else bias + own
         return attention(q, k, v, bias=bias, rel_h=rel_h, rel_w=rel_w, scale=self.scale)
+
+    def _needs_grad(self, q: torch.Tensor) -> bool:
+        return q.requires_grad or any(p.requires_grad for p in self.parameters(recurse=False))
+
+    def _attend_flex(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        hw: Tuple[int, int],
+        num_prefix_tokens: int,
+        shared_bias: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """:meth:`_attend` through :func:`~.flex.flex_attention_biased` (same math)."""
+        rel_h = rel_w = table = index = None
+        if self.rel_pos == "decomposed":
+            rel_h, rel_w = decomposed_rel_terms(q, self.rel_pos_h, self.rel_pos_w, hw)
+        elif self.rel_pos == "beit":
+            table, index = beit_table_index(
+                self.relative_position_bias_table,
+                self.relative_position_index,
+                self.input_size,
+                hw,
+                num_prefix_tokens,
+            )
+        return flex_attention_biased(
+            q, k, v, scale=self.scale, rel_h=rel_h, rel_w=rel_w, table=table, index=index,
+            bias=shared_bias,
+        )  # fmt: skip
 
     def forward(
         self,

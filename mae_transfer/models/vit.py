@@ -113,6 +113,7 @@ class Block(nn.Module):
         input_size: Optional[Size2] = None,
         layer_scale: Optional[float] = None,
         mlp_layer: str = "gelu",
+        attn_impl: str = "sdpa",
     ):
         """
         Args:
@@ -129,6 +130,7 @@ class Block(nn.Module):
             layer_scale: initial value of the BEiT/CaiT ``gamma_1``/``gamma_2``; None = off.
             mlp_layer: ``"gelu"`` (``fc1 -> GELU -> fc2``) or ``"swiglu"`` (:class:`SwiGLU`, whose
                 ``fc1`` has ``int(dim * mlp_ratio)`` outputs, split in two halves).
+            attn_impl: ``"auto"``, ``"sdpa"`` or ``"flex"``; see :class:`Attention`.
         """
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -140,6 +142,7 @@ class Block(nn.Module):
             rel_pos=rel_pos,
             input_size=input_size,
             window_size=window_size,
+            attn_impl=attn_impl,
         )
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -209,6 +212,7 @@ class VisionTransformer(nn.Module):
         pos_embed_antialias: bool = False,
         mlp_layer: str = "gelu",
         feature_stride: Optional[int] = None,
+        attn_impl: str = "sdpa",
     ):
         """
         Args:
@@ -258,6 +262,10 @@ class VisionTransformer(nn.Module):
                 maps have this stride w.r.t. the given image, e.g. 16 for a patch-14 ViT under a
                 pyramid built for stride 16 (a ``H x W`` input is seen at
                 ``(H // 16) * 14 x (W // 16) * 14``). None = ``patch_size`` (no resize).
+            attn_impl: kernel for attention with relative position terms: ``"auto"`` (flex
+                attention, compiled, on CUDA when available; SDPA elsewhere), ``"sdpa"`` or
+                ``"flex"`` (default ``"sdpa"``; flex is opt-in until checked on a GPU); see
+                :class:`~mae_transfer.models.attention.Attention`.
         """
         super().__init__()
         if rel_pos not in (None, "decomposed", "beit", "beit_shared"):
@@ -332,6 +340,7 @@ class VisionTransformer(nn.Module):
                 input_size=self.grid_size,
                 layer_scale=layer_scale,
                 mlp_layer=mlp_layer,
+                attn_impl=attn_impl,
             )
             for i in range(depth)
         )

@@ -1,0 +1,59 @@
+"""Markdown tables of the ``det_e2e`` / ``seg_e2e`` / ``loader`` cases."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+
+def _fmt(v, spec=".3g") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _e2e_table(rows: List[Dict]) -> List[str]:
+    lines = [
+        "| task | step | pipeline | s (median) | min..max | repeats | ours faster by | peak MB"
+        " | ours/its memory | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append(f"| {r['task']} | | {r['name']} | skipped: {r['skipped']} | | | | | | |")
+            continue
+        ratio, mem = r.get("speedup_of_ours"), r.get("memory_ratio_of_ours")
+        lines.append(
+            f"| {r['task']} | {r['kind']} | {r['name']} | {_fmt(r['seconds'])} "
+            f"| {_fmt(r['min'])}..{_fmt(r['max'])} | {r['repeats']} "
+            f"| {_fmt(ratio, '.2f') + 'x' if ratio else ''} | {_fmt(r.get('peak_mem_mb'), '.0f')} "
+            f"| {_fmt(mem, '.2f')} | {r.get('note', '')} |"
+        )
+    return lines
+
+
+def _loader_table(rows: List[Dict]) -> List[str]:
+    lines = [
+        "| task | pipeline | img/s per worker | per-GPU batch | step s/iter | img/s per GPU needed"
+        " | workers per GPU | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append(f"| {r['task']} | {r['name']} | skipped: {r['skipped']} | | | | | |")
+            continue
+        lines.append(
+            f"| {r['task']} | {r['name']} | {_fmt(r['img_per_s_per_worker'])} | {r['per_gpu_batch']} "
+            f"| {r['step_s']} | {_fmt(r['img_per_s_per_gpu_needed'])} | {r['workers_per_gpu']} "
+            f"| {r['note']} |"
+        )
+    lines += ["", "workers per GPU = ceil(per-GPU batch / step time / img/s per worker)."]
+    return lines
+
+
+def e2e_markdown(result: Dict) -> List[str]:
+    """Sections for the whole-pipeline and loader cases (empty when they did not run)."""
+    lines: List[str] = []
+    if result.get("e2e"):
+        lines += ["", "## Whole pipelines, ours beside the references (interleaved)", ""]
+        lines += _e2e_table(result["e2e"])
+    if result.get("loader"):
+        lines += ["", "## Data loading per worker", ""] + _loader_table(result["loader"])
+    return lines
