@@ -4,16 +4,19 @@ ViTDet/Detectron2, MMSeg, this project's own) into :mod:`mae_transfer.models`, s
 >>> report = load_pretrained(vit, "mae_pretrain_vit_base.pth")
 >>> print(report.summary())
 """
-from .io import (
-    CheckpointReadError, UnsafeCheckpointError, cache_dir, download, read_checkpoint, save_checkpoint,
-)
+from mae_transfer.errors import CheckpointError, UnsafeCheckpointError
+
+from .io import cache_dir, download, read_checkpoint, save_checkpoint
 from .layouts import LAYOUTS, Converted, convert_state_dict, convert_to_vit, detect_layout, unwrap
 from .load import convert_checkpoint, load_pretrained
-from .report import CheckpointMismatchError, LoadReport
+from .report import LoadReport
+
+# Former names of CheckpointError, kept for code written against them.
+CheckpointReadError = CheckpointMismatchError = CheckpointError
 
 __all__ = [
     "load_pretrained", "LoadReport", "read_checkpoint", "detect_layout", "convert_to_vit",
     "convert_state_dict", "convert_checkpoint", "unwrap", "Converted", "LAYOUTS", "download", "cache_dir",
     "save_checkpoint",
-    "CheckpointMismatchError", "CheckpointReadError", "UnsafeCheckpointError",
+    "CheckpointError", "UnsafeCheckpointError", "CheckpointMismatchError", "CheckpointReadError",
 ]

@@ -9,7 +9,7 @@ Initialisations are given as text (``tools/compare.py --inits``):
   pretraining); skipped with a message when none is set;
 * ``NAME=PATH`` or ``PATH`` — any checkpoint the project's loader reads (MAE, DeiT/timm, BEiT, ...).
 
-Each run is a subprocess of ``tools/train_det.py`` / ``tools/train_seg.py`` (the frameworks' own
+Each run is a subprocess ``python -m mae_transfer.cli.train_det`` / ``train_seg`` (the frameworks' own
 progress logs and ETA stream to the console) whose wall time is stored in ``compare_run.json``.
 """
 from __future__ import annotations
@@ -25,20 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import mae_transfer
+from mae_transfer.errors import ComparisonError
 from mae_transfer.utils.logger import get_logger
 
-from .runs import RUN_INFO, RunDirError, RunRecord, read_run
+from .runs import RUN_INFO, RunRecord, read_run
 
 logger = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+# The folder that holds the mae_transfer package: the runs import the same package as this process.
+PACKAGE_PARENT = Path(mae_transfer.__file__).resolve().parents[1]
 BUILTIN_INITS = ("mae", "supervised", "beit", "random")
 BEIT_ENV = "MAE_TRANSFER_BEIT"
 TASKS = ("det", "seg")
-
-
-class InitError(ValueError):
-    """An initialisation that cannot be used (missing file, unknown name)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,8 @@ def parse_init(text: str) -> tuple[str, str | None]:
     if path.suffix in (".pth", ".pt", ".safetensors", ".pkl", ".bin") or path.exists() or "/" in text:
         stem = path.parent.name if path.stem.startswith(("checkpoint", "model_final")) else path.stem
         return stem or text, text
-    raise InitError(f"initialisation {text!r} is neither a built-in ({', '.join(BUILTIN_INITS)}), "
-                    "NAME=PATH nor a checkpoint path; fix --inits.")
+    raise ComparisonError(f"initialisation {text!r} is neither a built-in ({', '.join(BUILTIN_INITS)}), "
+                          "NAME=PATH nor a checkpoint path; fix --inits.")
 
 
 def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bool = True) -> list[Init]:
@@ -83,21 +82,21 @@ def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bo
         elif path is None:
             path = str(builtin_checkpoint(name, pretrain_dir, create=pretrain_missing))
         if not (path.startswith(("http://", "https://")) or Path(path).is_file()):
-            raise InitError(f"checkpoint {path} for initialisation {name!r} does not exist; fix the path.")
+            raise ComparisonError(f"checkpoint {path} for initialisation {name!r} does not exist; fix the path.")
         inits.append(Init(name, path))
     return inits
 
 
 def det_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
-    """``tools/train_det.py`` arguments for one run (weights through ``MODEL.VIT.WEIGHTS``)."""
-    return [sys.executable, str(REPO / "tools" / "train_det.py"), "--config", config,
+    """``mae_transfer.cli.train_det`` command for one run (weights through ``MODEL.VIT.WEIGHTS``)."""
+    return [sys.executable, "-m", "mae_transfer.cli.train_det", "--config", config,
             "OUTPUT_DIR", str(run_dir), "MODEL.VIT.WEIGHTS", init.weights or "", *opts]
 
 
 def seg_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
-    """``tools/train_seg.py`` arguments for one run (weights through ``model.backbone.pretrained``)."""
+    """``mae_transfer.cli.train_seg`` command for one run (weights through ``model.backbone.pretrained``)."""
     options = ([f"model.backbone.pretrained={init.weights}"] if init.weights else []) + list(opts)
-    return [sys.executable, str(REPO / "tools" / "train_seg.py"), config, "--work-dir", str(run_dir),
+    return [sys.executable, "-m", "mae_transfer.cli.train_seg", config, "--work-dir", str(run_dir),
             *(["--cfg-options", *options] if options else [])]
 
 
@@ -123,14 +122,15 @@ def run_one(task: str, command: list[str], run_dir: Path, init: Init, reuse: boo
     info = {"init": init.name, "task": task, "weights": init.weights, "command": command[1:], "returncode": None}
     info_path.write_text(json.dumps(info, indent=1) + "\n")  # marks the directory as ours
     logger.info("%s %s: %s", task, init.name, " ".join(command[1:]))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
     start, cpu = time.perf_counter(), child_cpu_seconds()
-    returncode = subprocess.call(command, env=env, cwd=str(REPO))
+    returncode = subprocess.call(command, env=env)
     info.update(returncode=returncode, wall_time_s=round(time.perf_counter() - start, 1),
                 cpu_time_s=round(child_cpu_seconds() - cpu, 1))
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     if returncode != 0:
-        raise RunDirError(f"{task} run for {init.name!r} failed (exit {returncode}); its log is in {run_dir}.")
+        raise ComparisonError(f"{task} run for {init.name!r} failed (exit {returncode}); its log is in {run_dir}.")
     return read_run(run_dir)
 
 
@@ -138,8 +138,8 @@ def _fresh_run_dir(run_dir: Path) -> None:
     """Empty ``run_dir`` for a new run: only directories an earlier comparison created are removed."""
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not (run_dir / RUN_INFO).is_file():
-            raise RunDirError(f"{run_dir} holds files that tools/compare.py did not write; choose another "
-                              "--output (or move that directory away).")
+            raise ComparisonError(f"{run_dir} holds files that tools/compare.py did not write; choose another "
+                                  "--output (or move that directory away).")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -163,6 +163,6 @@ def run_comparison(inits: Sequence[Init], out_dir: Path, tasks: Sequence[str] = 
         elif task == "seg":
             command = seg_command(seg_config, run_dir, init, seg_opts)
         else:
-            raise InitError(f"unknown task {task!r}; use det and/or seg.")
+            raise ComparisonError(f"unknown task {task!r}; use det and/or seg.")
         records.append(run_one(task, command, run_dir, init, reuse=reuse))
     return records

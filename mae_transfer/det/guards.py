@@ -25,7 +25,7 @@ from detectron2.data.detection_utils import SizeMismatchError
 from PIL import UnidentifiedImageError
 
 from mae_transfer.utils import weights_fit
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 
 logger = logging.getLogger("mae_transfer.det")
 

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torchvision import transforms
 
+from mae_transfer.errors import NonFiniteLossError
 from mae_transfer.models.mae import MaskedAutoencoderViT, create_mae, patchify, unpatchify
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
@@ -113,7 +114,7 @@ def pretrain_mae(cfg: MAEPretrainConfig) -> dict:
         imgs = next(batches).to(cfg.device)
         loss, _, _ = model(imgs)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"MAE loss is {loss.item()} at iteration {it}; lower --lr.")
+            raise NonFiniteLossError(f"MAE loss is {loss.item()} at iteration {it}; lower --lr.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -9,6 +9,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
+from mae_transfer.errors import ConfigError
 from mae_transfer.checkpoints import load_pretrained
 from mae_transfer.models import VisionTransformer, create_vit
 
@@ -43,8 +44,8 @@ class MAETransferViT(BaseModule):
         super().__init__(init_cfg=None)
         if init_cfg is not None:
             if init_cfg.get("type") != "Pretrained" or pretrained is not None:
-                raise ValueError("MAETransferViT: use either pretrained='path' or "
-                                 "init_cfg=dict(type='Pretrained', checkpoint='path'), not both/other.")
+                raise ConfigError("MAETransferViT: use either pretrained='path' or "
+                                  "init_cfg=dict(type='Pretrained', checkpoint='path'), not both/other.")
             pretrained = init_cfg["checkpoint"]
         if isinstance(img_size, Sequence):
             img_size = tuple(img_size)

@@ -9,9 +9,10 @@ from typing import Any, Mapping, Sequence
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
-from mae_transfer.utils.errors import ConfigError, find_config_file
+from mae_transfer.configs import SEG_CONFIG_DIR, SEG_SUFFIXES, find_config_file
+from mae_transfer.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "seg"
+CONFIG_DIR = SEG_CONFIG_DIR
 ADE_SPLITS = ("training", "validation")
 # Top-level keys the Runner understands even when a config does not set them.
 RUNNER_KEYS = set(inspect.signature(Runner.__init__).parameters) | {
@@ -21,7 +22,7 @@ RUNNER_KEYS = set(inspect.signature(Runner.__init__).parameters) | {
 
 def resolve_config(name_or_path: str) -> Path:
     """A config file path, or a bare name (``ade20k_vitb_mae``) resolved in ``configs/seg/``."""
-    return find_config_file(name_or_path, CONFIG_DIR, (".py",))
+    return find_config_file(name_or_path, CONFIG_DIR, SEG_SUFFIXES)
 
 
 def _registered_class(type_name: Any) -> type | None:

@@ -27,7 +27,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS, TRANSFORMS
 
 from mae_transfer.checkpoints import read_checkpoint
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.weights_fit import check_weights_fit
 

@@ -23,15 +23,12 @@ from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmseg.registry import HOOKS
 
+from mae_transfer.errors import NonFiniteLossError
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
 
 SUMMARY_PREFIX = "mae_transfer seg result:"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when a training loss is NaN or infinite."""
 
 
 def _scalar(value: Any) -> float:
@@ -102,12 +99,14 @@ class NonFiniteLossHook(Hook):
         if bad.item() == 0:
             return
         last = Path(runner.work_dir) / "last_checkpoint"
-        kept = last.read_text().strip() if last.is_file() else "none was saved yet"
+        kept = last.read_text().strip() if last.is_file() else None
         shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items()) or "on another rank"
+        kept_text = kept or "none was saved yet"
         raise NonFiniteLossError(
             f"Non-finite loss at iteration {runner.iter + 1} ({shown}); training stopped without "
-            f"saving these weights (last good checkpoint: {kept}). Lower the learning rate, "
-            "enable gradient clipping (optim_wrapper.clip_grad) or check the data.")
+            f"saving these weights (last good checkpoint: {kept_text}). Lower the learning rate, "
+            "enable gradient clipping (optim_wrapper.clip_grad) or check the data.",
+            iteration=runner.iter + 1, losses=terms, last_checkpoint=kept)
 
 
 def _to_plain(buffer: HistoryBuffer) -> dict:

@@ -26,6 +26,7 @@ from mmengine.config import Config
 from mmengine.dist import master_only
 from mmengine.runner import Runner
 
+from mae_transfer.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from mae_transfer.seg.hooks import MetricsJsonHook
 from mae_transfer.seg.optimizer import apply_paramwise_freeze
 from mae_transfer.utils.logger import get_logger
@@ -34,10 +35,6 @@ logger = get_logger(__name__)
 
 # Hooks every run gets (registered in mae_transfer.seg.hooks).
 DEFAULT_HOOKS = ("MetricsJsonHook", "NonFiniteLossHook", "ResumableCheckpointHook")
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint that cannot be read safely (or at all)."""
 
 
 def init_distributed(launcher: str) -> tuple[int, int]:
@@ -53,7 +50,7 @@ def init_distributed(launcher: str) -> tuple[int, int]:
     if launcher == "slurm":
         _slurm_env_to_torch_env()
     elif launcher != "pytorch":
-        raise ValueError(f"--launcher {launcher!r} is not supported; use none, pytorch or slurm.")
+        raise ConfigError(f"--launcher {launcher!r} is not supported; use none, pytorch or slurm.")
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
@@ -194,21 +191,21 @@ class MAETransferRunner(Runner):
     def load_checkpoint(self, filename: str, *args, **kwargs):
         unsafe = bool(self.cfg.get("unsafe_load", False))
         if not str(filename).startswith(("http://", "https://")) and not Path(filename).is_file():
-            raise CheckpointLoadError(f"Checkpoint {filename} does not exist; check the path.")
+            raise CheckpointError(f"Checkpoint {filename} does not exist; check the path.")
         try:
             with _unsafe_torch_load(unsafe):
                 return super().load_checkpoint(filename, *args, **kwargs)
         except pickle.UnpicklingError as error:
             if "Weights only load failed" in str(error):
-                raise CheckpointLoadError(
+                raise UnsafeCheckpointError(
                     f"Checkpoint {filename} contains pickled Python objects that could run code when "
                     "loaded; if you trust its source, pass --unsafe-load (cfg unsafe_load=True).") from None
-            raise CheckpointLoadError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
-                                      "use another checkpoint.") from None
+            raise CheckpointError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
+                                  "use another checkpoint.") from None
         except (RuntimeError, EOFError) as error:
             if "zip archive" in str(error) or "central directory" in str(error) or isinstance(error, EOFError):
-                raise CheckpointLoadError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
-                                          "use another checkpoint.") from None
+                raise CheckpointError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
+                                      "use another checkpoint.") from None
             raise
 
 
