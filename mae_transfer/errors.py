@@ -86,8 +86,10 @@ def _user_error_from_child(error: BaseException) -> Optional[str]:
         return None
     name, _, sentence = text.splitlines()[-1].partition(": ")
     module, _, cls_name = name.rpartition(".")
+    if not module.startswith("mae_transfer"):
+        return None
     try:
-        cls = getattr(importlib.import_module(module), cls_name) if module else None
+        cls = getattr(importlib.import_module(module), cls_name)
     except (ImportError, AttributeError):
         return None
     if isinstance(cls, type) and issubclass(cls, UserError):

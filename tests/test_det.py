@@ -18,7 +18,7 @@ from detectron2.utils.events import get_event_storage
 from _det_cases import TINY_VIT, make_dataset, tiny_train_cfg, unregister
 from mae_transfer.det import ConfigError, NonFiniteLossError, Trainer, build_train_augmentation, load_config
 from mae_transfer.det.checkpoint import AtomicCheckpointer
-from mae_transfer.det.cli import run
+from mae_transfer.cli.train_det import main as run
 from mae_transfer.det.config import CONFIG_DIR
 
 COCO_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("coco_*.yaml"))
@@ -103,12 +103,12 @@ def test_misspelled_config_key_names_the_closest_key(tmp_path):
 
 
 def test_cli_reports_user_errors_in_one_sentence(capsys):
-    assert run(["--config", "demo_vit_tiny", "MODEL.VIT.DROPPATH", "0.1"]) == 1
+    assert run(["--config", "demo_vit_tiny", "MODEL.VIT.DROPPATH", "0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "did you mean 'MODEL.VIT.DROP_PATH'?" in err
-    assert run(["--config", "demo_vit_tiny", "--num-gpus", "3"]) == 1  # batch 4 over 3 processes
+    assert run(["--config", "demo_vit_tiny", "--num-gpus", "3"]) == 2  # batch 4 over 3 processes
     assert "SOLVER.IMS_PER_BATCH 4 is not divisible" in capsys.readouterr().err
-    assert run(["--config", "demo_vit_tiny", "DATASETS.TRAIN", "('nope_train',)"]) == 1
+    assert run(["--config", "demo_vit_tiny", "DATASETS.TRAIN", "('nope_train',)"]) == 2
     assert "Dataset 'nope_train' is not registered" in capsys.readouterr().err
 
 

@@ -2,7 +2,7 @@
 directory survives them), code-running pickles are refused, a SIGKILLed run resumes to the same
 weights, a NaN loss stops the run and keeps the last good checkpoint.
 
-Most cases call the tool's entry point (``mae_transfer.det.cli.run(argv)``, what tools/train_det.py
+Most cases call the tool's entry point (``mae_transfer.cli.train_det.main(argv)``, what tools/train_det.py
 calls) in this process; a few run tools/train_det.py in a subprocess.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from _reliability import (
     write_code_running_checkpoint,
 )
 from mae_transfer.data import make_coco_instances
-from mae_transfer.det.cli import run
+from mae_transfer.cli.train_det import main as run
 from mae_transfer.models import create_vit
 
 # demo_vit_tiny shrunk to seconds: 2 blocks of width 64 at 64 px, batch 2, a checkpoint every iteration.
@@ -202,9 +202,9 @@ def test_bad_input_ends_in_one_sentence_and_keeps_the_previous_run(case, coco, g
     before = snapshot(good_run)
     log = (good_run / "log.txt").read_bytes()
     code, err = run_tool(run, _argv(coco, good_run if early else tmp_path / "out", *extra))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("error: ") and expected in line, line
+    assert line.startswith("train_det: error: ") and expected in line, line
     assert line.rstrip().endswith((".", "?")) and "\n" not in line
     if early:
         assert "Traceback" not in err
@@ -244,7 +244,7 @@ def test_code_running_pickle_is_refused_through_the_tool(option, coco, tmp_path)
              "MODEL.VIT.WEIGHTS": ["MODEL.VIT.WEIGHTS", str(checkpoint)],
              "eval-only": ["--eval-only", "MODEL.WEIGHTS", str(checkpoint)], "resume": ["--resume"]}[option]
     code, err = run_tool(run, _argv(coco, tmp_path / "out", *extra))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
     assert "Refused to load" in line and "--unsafe-load" in line, line
     assert not marker.exists()
@@ -256,9 +256,9 @@ def test_code_running_pickle_is_refused_by_tools_train_det_py(coco, tmp_path):
     checkpoint = write_code_running_checkpoint(tmp_path / "evil.pth", marker)
     result = subprocess.run([PYTHON, "tools/train_det.py", *_argv(coco, tmp_path / "out", "MODEL.WEIGHTS", str(checkpoint))],
                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = last_error_line(result.stderr)
-    assert line.startswith("error: Refused to load") and "--unsafe-load" in line, line
+    assert line.startswith("train_det: error: Refused to load") and "--unsafe-load" in line, line
     assert not marker.exists()
 
 
@@ -297,9 +297,9 @@ def test_nan_loss_stops_with_the_iteration_and_terms_and_the_last_checkpoint_loa
     monkeypatch.setattr(Trainer, "build_hooks", lambda self: build_hooks(self) + reliability_hooks.det_hooks(nan_at=2))
     output = tmp_path / "out"
     code, err = run_tool(run, _argv(coco, output))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("error: Training stopped: non-finite loss at iteration 2 (loss_cls=nan"), line
+    assert line.startswith("train_det: error: Training stopped: non-finite loss at iteration 2 (loss_cls=nan"), line
     assert (output / "last_checkpoint").read_text() == "model_0000001.pth"
     assert sorted(p.name for p in output.glob("*.pth")) == ["model_0000000.pth", "model_0000001.pth"]
     monkeypatch.setattr(Trainer, "build_hooks", build_hooks)
@@ -326,7 +326,7 @@ def test_unsafe_load_is_the_opt_in_the_message_names(coco, good_run, tmp_path):
     torch.save({"model": checkpoint["model"], "note": Fraction(1, 3)}, trusted)
     argv = _argv(coco, tmp_path / "out", "--eval-only", "MODEL.WEIGHTS", str(trusted))
     code, err = run_tool(run, argv)
-    assert code == 1 and "--unsafe-load" in last_error_line(err)
+    assert code == 2 and "--unsafe-load" in last_error_line(err)
     code, err = run_tool(run, argv[:2] + ["--unsafe-load"] + argv[2:])
     assert code == 0, err[-2000:]
 

@@ -6,7 +6,7 @@ Most cases call the tool's ``main(argv)`` in this process; the SIGKILLed run is 
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import shutil
 from pathlib import Path
 
@@ -39,10 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_seg_tool", REPO / "tools" / "train_seg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("mae_transfer.cli.train_seg")
 
 
 class _Tool:
@@ -228,9 +225,9 @@ def test_bad_input_ends_in_one_sentence_and_keeps_the_previous_run(case, tool, a
     argv += args["flags"] + ["--cfg-options", *TINY, *args["options"]]  # later flags win
     before = snapshot(good_run)
     code, err = run_tool(tool.main, argv)
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("train_seg.py: error: ") and expected in line, line
+    assert line.startswith("train_seg: error: ") and expected in line, line
     assert line.rstrip().endswith((".", "?", ")")), line
     if early:
         assert "Traceback" not in err
@@ -270,7 +267,7 @@ def test_code_running_pickle_is_refused_through_the_tool(option, tool, ade, tmp_
     if option == "resume":
         (work / "last_checkpoint").write_text(str(checkpoint))
     code, err = run_tool(tool.main, _argv(ade, work, *extra, options=options))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
     assert "--unsafe-load" in line and str(checkpoint) in line, line
     assert not marker.exists()
@@ -324,9 +321,9 @@ def test_nan_loss_stops_with_the_iteration_and_terms_and_the_checkpoint_resumes(
     work = tmp_path / "work"
     config = _config_with_hooks(tmp_path, "dict(type='InjectNaNHook', at=3)", "seg_test_hooks")
     code, err = run_tool(tool.main, _argv(ade, work, config=config, options=("train_cfg.max_iters=3",)))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("train_seg.py: error: Non-finite loss at iteration 3 (") and "=nan" in line, line
+    assert line.startswith("train_seg: error: Non-finite loss at iteration 3 (") and "=nan" in line, line
     assert "last good checkpoint:" in line and "iter_2.pth" in line
     assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_1.pth", "iter_2.pth"]
     state = torch.load(work / "iter_2.pth", weights_only=True)["state_dict"]
