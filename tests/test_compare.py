@@ -193,7 +193,7 @@ def test_mae_vs_random_sentence():
 
 def test_run_one_records_time_reuses_finished_runs_and_protects_foreign_dirs(tmp_path: Path):
     """run_one with a stand-in training command (writes a Detectron2-format metrics line)."""
-    from mae_transfer.compare import Init, ComparisonError, run_one
+    from mae_transfer.compare import ComparisonError, Init, run_one
 
     run_dir = tmp_path / "det_x"
     line = json.dumps({"iteration": 0, "bbox/AP": 7.0, "segm/AP": 3.0})

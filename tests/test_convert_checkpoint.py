@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from _checkpoint_cases import d2_vitdet, image, our_vitdet
 from mae_transfer.checkpoints import load_pretrained
+
+from _checkpoint_cases import d2_vitdet, image, our_vitdet
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "convert_checkpoint.py"

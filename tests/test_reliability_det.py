@@ -18,13 +18,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from mae_transfer.cli.train_det import main as run
+from mae_transfer.data import make_coco_instances
+from mae_transfer.models import create_vit
+
 from _reliability import (
-    PYTHON, REPO, assert_left_intact, last_error_line, run_tool, snapshot, start_and_kill, subprocess_env,
+    PYTHON,
+    REPO,
+    assert_left_intact,
+    last_error_line,
+    run_tool,
+    snapshot,
+    start_and_kill,
+    subprocess_env,
     write_code_running_checkpoint,
 )
-from mae_transfer.data import make_coco_instances
-from mae_transfer.cli.train_det import main as run
-from mae_transfer.models import create_vit
 
 # demo_vit_tiny shrunk to seconds: 2 blocks of width 64 at 64 px, batch 2, a checkpoint every iteration.
 TINY = [
@@ -164,7 +172,8 @@ CASES = [
      "images entry #1 (id", True),
     ("annotation_unknown_image", lambda c, g, t: _bad_json(c, t, lambda d: d["annotations"][0].update(image_id=999)),
      "points at image_id 999, which is not in 'images'", True),
-    ("annotation_unknown_category", lambda c, g, t: _bad_json(c, t, lambda d: d["annotations"][0].update(category_id=77)),
+    ("annotation_unknown_category",
+     lambda c, g, t: _bad_json(c, t, lambda d: d["annotations"][0].update(category_id=77)),
      "has category_id 77, which is not in 'categories'", True),
     ("image_file_missing", lambda c, g, t: _bad_json(c, t, lambda d: d["images"][0].update(file_name="gone.png")),
      "lists 1 image(s) missing from", True),
@@ -238,6 +247,7 @@ def test_code_running_pickle_is_refused_through_the_tool(option, coco, tmp_path)
         (tmp_path / "out" / "last_checkpoint").write_text("model_0000001.pth")
     if option == "pkl":  # a plain pickle, as Detectron2's model-zoo .pkl files are
         import pickle
+
         from _reliability import FileCreatingPayload
         checkpoint.write_bytes(pickle.dumps({"model": {"w": 1}, "x": FileCreatingPayload(marker)}))
     extra = {"MODEL.WEIGHTS": ["MODEL.WEIGHTS", str(checkpoint)], "pkl": ["MODEL.WEIGHTS", str(checkpoint)],
@@ -254,7 +264,8 @@ def test_code_running_pickle_is_refused_by_tools_train_det_py(coco, tmp_path):
     """The same through the real command line, in its own process."""
     marker = tmp_path / "pwned"
     checkpoint = write_code_running_checkpoint(tmp_path / "evil.pth", marker)
-    result = subprocess.run([PYTHON, "tools/train_det.py", *_argv(coco, tmp_path / "out", "MODEL.WEIGHTS", str(checkpoint))],
+    argv = _argv(coco, tmp_path / "out", "MODEL.WEIGHTS", str(checkpoint))
+    result = subprocess.run([PYTHON, "tools/train_det.py", *argv],
                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     line = last_error_line(result.stderr)
@@ -271,7 +282,8 @@ def test_sigkilled_run_resumes_to_the_same_weights(coco, good_run, tmp_path):
     output, marker = tmp_path / "out", tmp_path / "at_iter_3"
     script = ("import sys, runpy, reliability_hooks as h; "
               f"h.install_det_hooks(hang_at=3, marker={str(marker)!r}); "
-              "sys.argv = ['tools/train_det.py', *sys.argv[1:]]; runpy.run_path('tools/train_det.py', run_name='__main__')")
+              "sys.argv = ['tools/train_det.py', *sys.argv[1:]]; "
+              "runpy.run_path('tools/train_det.py', run_name='__main__')")
     start_and_kill([PYTHON, "-c", script, *_argv(coco, output)], marker, subprocess_env())
     assert (output / "last_checkpoint").read_text() == "model_0000002.pth"
     assert not (output / "model_final.pth").exists()
@@ -290,8 +302,9 @@ def test_sigkilled_run_resumes_to_the_same_weights(coco, good_run, tmp_path):
 
 
 def test_nan_loss_stops_with_the_iteration_and_terms_and_the_last_checkpoint_loads(coco, tmp_path, monkeypatch):
-    import reliability_hooks
     from mae_transfer.det.engine import Trainer
+
+    import reliability_hooks
 
     build_hooks = Trainer.build_hooks
     monkeypatch.setattr(Trainer, "build_hooks", lambda self: build_hooks(self) + reliability_hooks.det_hooks(nan_at=2))

@@ -16,11 +16,19 @@ import torch
 from PIL import Image
 
 import mae_transfer.seg  # noqa: F401  (registrations)
+from mae_transfer.data import make_ade_semantic
+
 from _reliability import (
-    PYTHON, REPO, assert_left_intact, last_error_line, run_tool, snapshot, start_and_kill, subprocess_env,
+    PYTHON,
+    REPO,
+    assert_left_intact,
+    last_error_line,
+    run_tool,
+    snapshot,
+    start_and_kill,
+    subprocess_env,
     write_code_running_checkpoint,
 )
-from mae_transfer.data import make_ade_semantic
 
 CLASSES = ("sky", "ground", "circle")
 # demo_vit_tiny shrunk further: 4 blocks of width 64, batch 2, 4 iterations, a checkpoint after each.
@@ -190,7 +198,8 @@ CASES = [
     ("classes_file_missing", lambda a, g, t: _case("--classes", str(t / "none.txt")), "does not exist", True),
     ("classes_file_empty", lambda a, g, t: (t / "c.txt").write_text("\n") and _case("--classes", str(t / "c.txt")),
      "is empty", True),
-    ("classes_repeated", lambda a, g, t: (t / "c.txt").write_text("sky\nsky\n") and _case("--classes", str(t / "c.txt")),
+    ("classes_repeated",
+     lambda a, g, t: (t / "c.txt").write_text("sky\nsky\n") and _case("--classes", str(t / "c.txt")),
      "repeats a name", True),
     ("image_without_label", lambda a, g, t: _case(*_image_without_label(a, t)), "1 of 4 images in", True),
     ("eval_checkpoint_missing", lambda a, g, t: _case("--eval-only", str(t / "iter_9.pth")),
@@ -201,10 +210,12 @@ CASES = [
      "--launcher pytorch needs the environment variable", True),
     ("new_run_over_previous_run", lambda a, g, t: _case(),
      "already holds a run (last checkpoint iter_4.pth); pass --resume", True),
-    ("eval_checkpoint_truncated", lambda a, g, t: _case("--eval-only", _truncated(g, t)), "is truncated or corrupt", True),
+    ("eval_checkpoint_truncated", lambda a, g, t: _case("--eval-only", _truncated(g, t)), "is truncated or corrupt",
+     True),
     ("eval_checkpoint_deeper_model", lambda a, g, t: _case("--eval-only", _checkpoint_with_extra_block(g, t)),
      "is for another architecture: only the checkpoint has backbone.net.blocks.4.", False),
-    ("resume_from_corrupt_checkpoint", lambda a, g, t: _case(*_resume_from_corrupt(g, t)), "is truncated or corrupt", True),
+    ("resume_from_corrupt_checkpoint", lambda a, g, t: _case(*_resume_from_corrupt(g, t)), "is truncated or corrupt",
+     True),
     ("pretrained_truncated", lambda a, g, t: _case(options=(f"model.backbone.pretrained={_truncated(g, t)}",)),
      "truncated or corrupt", True),
     ("label_other_size", lambda a, g, t: _case(*_label_of_other_size(a, t)), "is 48x64 pixels but its image", False),

@@ -18,9 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import mae_transfer.seg  # noqa: F401  (shim + registrations)
 from mae_transfer.data import make_ade_semantic
-from mae_transfer.seg.config import ConfigError, load_config, prepare_config, resolve_config
 from mae_transfer.errors import NonFiniteLossError
+from mae_transfer.seg.config import ConfigError, load_config, prepare_config, resolve_config
 from mae_transfer.seg.runner import run
+
 from seg_test_hooks import Interrupted  # tests/ is on sys.path under pytest; registers the test hooks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,7 +114,8 @@ def test_tool_reports_user_errors_in_one_line(ade_data, tmp_path, capsys):
     tool = _load_tool()
     root, classes = ade_data
     cases = [
-        (["ade20k_vitb_mae", "--cfg-options", "model.backbone.drop_pth=0.2"], "did you mean 'model.backbone.drop_path'"),
+        (["ade20k_vitb_mae", "--cfg-options", "model.backbone.drop_pth=0.2"],
+         "did you mean 'model.backbone.drop_path'"),
         (["no_such_config"], "not found"),
         (["demo_vit_tiny", "--data-root", str(root)], "--data-root and --classes go together"),
         (["demo_vit_tiny", "--data-root", str(tmp_path), "--classes", str(classes)], "is missing"),

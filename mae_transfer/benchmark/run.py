@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 import torch
 
 from mae_transfer.errors import ConfigError
+
 from . import report
 from .backbone_bench import GROUPS, run_group
 from .machine import load_average, machine_info

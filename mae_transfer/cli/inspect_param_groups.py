@@ -55,10 +55,10 @@ def det_settings(config: str) -> tuple[list[dict], float, str]:
 
 
 def seg_settings(config: str) -> tuple[list[dict], float, str]:
-    import mae_transfer.seg  # noqa: F401  (registers the models; installs the mmcv.ops stand-in first)
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
+    import mae_transfer.seg  # noqa: F401  (registers the models; installs the mmcv.ops stand-in first)
     from mae_transfer.seg.config import load_config
     from mae_transfer.seg.optimizer import apply_paramwise_freeze, layer_decay_kwargs
 

@@ -19,8 +19,8 @@ from mae_transfer.utils.logger import get_logger
 
 from .builtin_inits import RECIPE_FILE, PretrainRecipe, builtin_checkpoint
 from .launch import Init, run_comparison
-from .runs import RUN_INFO
 from .report import build_rows, write_report
+from .runs import RUN_INFO
 
 logger = get_logger(__name__)
 

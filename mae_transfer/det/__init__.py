@@ -6,7 +6,7 @@
 """
 from . import backbone  # noqa: F401  (registers the backbones)
 from .config import ConfigError, add_vit_config, get_det_cfg, load_config
-from .data import build_train_augmentation, register_coco_dataset, prepare_datasets
+from .data import build_train_augmentation, prepare_datasets, register_coco_dataset
 from .engine import NonFiniteLossError, Trainer, create_ddp_model_any_device, summary_line
 
 __all__ = [

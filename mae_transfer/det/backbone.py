@@ -23,8 +23,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 
-from mae_transfer.errors import ConfigError
 from mae_transfer.checkpoints import load_pretrained
+from mae_transfer.errors import ConfigError
 from mae_transfer.models import MultiLevelPyramid, SimplePyramid, VisionTransformer, create_vit
 
 from .config import pyramid_kwargs_from_cfg, vit_kwargs_from_cfg

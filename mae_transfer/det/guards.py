@@ -24,8 +24,8 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import SizeMismatchError
 from PIL import UnidentifiedImageError
 
-from mae_transfer.utils import weights_fit
 from mae_transfer.errors import UserError
+from mae_transfer.utils import weights_fit
 
 logger = logging.getLogger("mae_transfer.det")
 

@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Union
 from torch import nn
 
 from mae_transfer.errors import ConfigError
+
 from .layer_decay import check_prefix, infer_num_layers, layer_id_of
 
 POLICY_NAMES = ("full", "last_k_blocks", "frozen_backbone", "linear_probe")

@@ -20,8 +20,17 @@ from mae_transfer.models.mae import MaskedAutoencoderViT, create_mae, patchify, 
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Progress, build_optimizer, cosine_lr,
-                     infinite_batches, plot_curve, set_lr)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolder,
+    Progress,
+    build_optimizer,
+    cosine_lr,
+    infinite_batches,
+    plot_curve,
+    set_lr,
+)
 
 logger = get_logger(__name__)
 

@@ -27,8 +27,16 @@ from mae_transfer.models import PRESETS, VisionTransformer
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, Progress, build_optimizer, cosine_lr,
-                     infinite_batches, plot_curve, set_lr)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Progress,
+    build_optimizer,
+    cosine_lr,
+    infinite_batches,
+    plot_curve,
+    set_lr,
+)
 
 logger = get_logger(__name__)
 

@@ -6,10 +6,12 @@ mmcv-lite), then registers ``MAETransferViT`` and ``MAETransferPyramid`` (mmseg 
 """
 import mae_transfer.compat.mmcv_ops  # noqa: F401  (must precede any mmseg.models import)
 
+# isort: split
+
 import mmseg.models  # noqa: F401,E402  (fills mmseg's registries)
 
-from .backbone import MAETransferViT  # noqa: E402
 from . import guards  # noqa: E402,F401  (input-check transforms and hooks)
+from .backbone import MAETransferViT  # noqa: E402
 from .hooks import MetricsJsonHook, NonFiniteLossError, NonFiniteLossHook, ResumableCheckpointHook  # noqa: E402
 from .neck import MAETransferPyramid  # noqa: E402
 from .optimizer import MAETransferOptimizerConstructor  # noqa: E402

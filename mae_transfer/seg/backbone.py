@@ -9,8 +9,8 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
-from mae_transfer.errors import ConfigError
 from mae_transfer.checkpoints import load_pretrained
+from mae_transfer.errors import ConfigError
 from mae_transfer.models import VisionTransformer, create_vit
 
 
