@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from mae_transfer.errors import (
-    CheckpointError, ComparisonError, ConfigError, DataError, MissingFileError, NonFiniteLossError,
-    UnsafeCheckpointError, UserError, report_errors,
+    CheckpointError,
+    ComparisonError,
+    ConfigError,
+    DataError,
+    MissingFileError,
+    NonFiniteLossError,
+    UnsafeCheckpointError,
+    UserError,
+    report_errors,
 )
 
 REPO = Path(__file__).resolve().parents[1]
