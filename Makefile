@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export VENV
 
-.PHONY: install test test-quick demo bench
+.PHONY: install test test-quick lint demo bench
 
 install:
 	@bash scripts/install.sh
@@ -16,6 +16,9 @@ test: install
 
 test-quick: install
 	$(PY) -m pytest tests -m "not slow"
+
+lint: install  # ruff, configured in pyproject.toml
+	$(PY) -m ruff check .
 
 demo: install
 	$(PY) tools/demo.py

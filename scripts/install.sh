@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or reuse the virtual environment $VENV (default .venv) with the pinned stack.
-# Re-installs only when requirements.txt, constraints.txt, this script or setup.py change (stamp holds their hash).
+# Re-installs only when requirements.txt, constraints.txt, this script or pyproject.toml change (stamp holds their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="$(realpath -m "${VENV:-.venv}")"
@@ -9,7 +9,7 @@ D2_COMMIT=02b5c4e295e990042a714712c21dc79b731e8833
 D2_LOCAL=../shared/deps/detectron2-02b5c4e.tar.gz
 D2_URL="git+https://github.com/facebookresearch/detectron2.git@${D2_COMMIT}"
 
-hash=$(cat requirements.txt constraints.txt scripts/install.sh setup.py | sha256sum | cut -c1-16)
+hash=$(cat requirements.txt constraints.txt scripts/install.sh pyproject.toml | sha256sum | cut -c1-16)
 stamp="$VENV/.mae_transfer-installed-$hash"
 here_pkg() {  # where the venv imports mae_transfer from, ignoring PYTHONPATH
   (cd / && env -u PYTHONPATH "$VENV/bin/python" -c "import mae_transfer, os; print(os.path.dirname(os.path.abspath(mae_transfer.__file__)))" 2>/dev/null || true)

@@ -260,7 +260,7 @@ def _mmseg_ckpt(backbone: nn.Module, prefix: str = "backbone.") -> dict:
 
 @torch.no_grad()
 def case_mmseg(kind: str, prefix: str = "backbone.") -> Case:
-    from mmseg.models.backbones import BEiT, MAE, VisionTransformer
+    from mmseg.models.backbones import MAE, BEiT, VisionTransformer
 
     common = dict(img_size=IMG, patch_size=16, embed_dims=EMBED, num_layers=DEPTH, num_heads=HEADS,
                   final_norm=True)

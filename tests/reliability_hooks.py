@@ -47,30 +47,30 @@ def install_det_hooks(**kwargs) -> None:
 ENV = "MAE_TRANSFER_TEST_DET_HOOKS"  # json kwargs of det_hooks, for every process of a launch
 
 
-def det_main_from_env(args):
-    """``mae_transfer.det.cli.main`` with :func:`det_hooks` installed from ``$MAE_TRANSFER_TEST_DET_HOOKS``
-    (importable by the processes Detectron2's ``launch`` spawns)."""
+def det_worker_from_env(args):
+    """``mae_transfer.cli.train_det.train_worker`` with :func:`det_hooks` installed from
+    ``$MAE_TRANSFER_TEST_DET_HOOKS`` (importable by the processes Detectron2's ``launch`` spawns)."""
     import json
     import os
 
-    from mae_transfer.det import cli
+    from mae_transfer.cli import train_det
 
     if os.environ.get(ENV):
         install_det_hooks(**json.loads(os.environ[ENV]))
-    return _original_main(cli)(args)
+    return _original_worker(train_det)(args)
 
 
-def _original_main(cli):
-    return getattr(cli, "_unpatched_main", cli.main)
+def _original_worker(train_det):
+    return getattr(train_det, "_unpatched_worker", train_det.train_worker)
 
 
 def run_det_tool_with_env_hooks(argv) -> int:
-    """tools/train_det.py, with every process it launches running :func:`det_main_from_env`."""
-    from mae_transfer.det import cli
+    """tools/train_det.py, with every process it launches running :func:`det_worker_from_env`."""
+    from mae_transfer.cli import train_det
 
-    cli._unpatched_main = cli.main
-    cli.main = det_main_from_env
-    return cli.run(argv)
+    train_det._unpatched_worker = train_det.train_worker
+    train_det.train_worker = det_worker_from_env
+    return train_det.main(argv)
 
 
 # ----------------------------------------------------------------------------- MMEngine

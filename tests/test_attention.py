@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mae_transfer.models import create_vit
-from mae_transfer.models import sdpa
+from mae_transfer.models import create_vit, sdpa
 from mae_transfer.models.attention import Attention, decomposed_rel_terms
 from mae_transfer.models.pos_embed import beit_relative_position_index
 

@@ -13,7 +13,11 @@ import pytest
 import torch
 
 from mae_transfer.checkpoints import (
-    CheckpointReadError, UnsafeCheckpointError, load_pretrained, read_checkpoint, save_checkpoint,
+    CheckpointReadError,
+    UnsafeCheckpointError,
+    load_pretrained,
+    read_checkpoint,
+    save_checkpoint,
 )
 from mae_transfer.models import create_vit
 

@@ -12,11 +12,21 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from _checkpoint_cases import (
-    CASES, DEPTH, EMBED, d2_vitdet, flat_state_dict, image, our_vitdet, timm_beit, timm_vit, vit,
-)
 from mae_transfer.checkpoints import CheckpointMismatchError, convert_to_vit, detect_layout, load_pretrained, unwrap
 from mae_transfer.models import create_vit
+
+from _checkpoint_cases import (
+    CASES,
+    DEPTH,
+    EMBED,
+    d2_vitdet,
+    flat_state_dict,
+    image,
+    our_vitdet,
+    timm_beit,
+    timm_vit,
+    vit,
+)
 
 _built: dict = {}
 

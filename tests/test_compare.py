@@ -142,16 +142,16 @@ def test_collect_rejects_a_folder_without_runs(tmp_path: Path):
     result = subprocess.run([sys.executable, str(REPO / "tools" / "compare.py"), "--collect",
                              str(tmp_path / "empty")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: no run directory") and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("compare: error: no run directory") and "Traceback" not in result.stderr
 
 
 def test_parse_and_resolve_inits(tmp_path: Path, monkeypatch):
-    from mae_transfer.compare import InitError, parse_init, resolve_inits
+    from mae_transfer.compare import ComparisonError, parse_init, resolve_inits
 
     assert parse_init("random") == ("random", None)
     assert parse_init("deit=/ckpt/deit_small.pth") == ("deit", "/ckpt/deit_small.pth")
     assert parse_init("runs/mae_b/checkpoint-last.pth") == ("mae_b", "runs/mae_b/checkpoint-last.pth")
-    with pytest.raises(InitError, match="neither a built-in"):
+    with pytest.raises(ComparisonError, match="neither a built-in"):
         parse_init("maee")
     checkpoint = tmp_path / "beit.pth"
     checkpoint.write_bytes(b"x")
@@ -160,7 +160,7 @@ def test_parse_and_resolve_inits(tmp_path: Path, monkeypatch):
     assert [(i.name, i.weights) for i in inits] == [("random", None), ("mine", str(checkpoint))]  # beit skipped
     monkeypatch.setenv("MAE_TRANSFER_BEIT", str(checkpoint))
     assert resolve_inits(["beit"], tmp_path)[0].weights == str(checkpoint)
-    with pytest.raises(InitError, match="does not exist"):
+    with pytest.raises(ComparisonError, match="does not exist"):
         resolve_inits([f"x={tmp_path / 'missing.pth'}"], tmp_path)
     with pytest.raises(FileNotFoundError, match="tools/demo.py"):
         resolve_inits(["mae"], tmp_path / "none", pretrain_missing=False)
@@ -193,7 +193,7 @@ def test_mae_vs_random_sentence():
 
 def test_run_one_records_time_reuses_finished_runs_and_protects_foreign_dirs(tmp_path: Path):
     """run_one with a stand-in training command (writes a Detectron2-format metrics line)."""
-    from mae_transfer.compare import Init, RunDirError, run_one
+    from mae_transfer.compare import ComparisonError, Init, run_one
 
     run_dir = tmp_path / "det_x"
     line = json.dumps({"iteration": 0, "bbox/AP": 7.0, "segm/AP": 3.0})
@@ -210,8 +210,8 @@ def test_run_one_records_time_reuses_finished_runs_and_protects_foreign_dirs(tmp
     foreign = tmp_path / "det_y"
     foreign.mkdir()
     (foreign / "model_final.pth").write_bytes(b"keep")
-    with pytest.raises(RunDirError, match="did not write"):
+    with pytest.raises(ComparisonError, match="did not write"):
         run_one("det", command[:-1] + [str(foreign)], foreign, Init("y", None))
     assert (foreign / "model_final.pth").read_bytes() == b"keep"
-    with pytest.raises(RunDirError, match="failed \\(exit 3\\)"):
+    with pytest.raises(ComparisonError, match="failed \\(exit 3\\)"):
         run_one("det", [sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "det_z", Init("z", None))

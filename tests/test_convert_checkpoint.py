@@ -1,7 +1,6 @@
 """tools/convert_checkpoint.py: prints the layout and report, writes weights that reload cleanly."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from _checkpoint_cases import d2_vitdet, image, our_vitdet
 from mae_transfer.checkpoints import load_pretrained
+
+from _checkpoint_cases import d2_vitdet, image, our_vitdet
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "convert_checkpoint.py"
@@ -42,11 +42,10 @@ def test_converts_vitdet_checkpoint_and_output_reloads(tmp_path):
 
 
 def test_error_is_one_line_and_exit_code_2(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("convert_checkpoint", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from mae_transfer.cli import convert_checkpoint as tool
+
     bad = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7), "fc.weight": torch.zeros(10, 8)}, bad)
     assert tool.main([str(bad), "--model", "vit_tiny_patch16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: Checkpoint") and "not a ViT checkpoint" in err and "\n" not in err
+    assert err.startswith("convert_checkpoint: error: Checkpoint") and "not a ViT checkpoint" in err and "\n" not in err

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mae_transfer.data import (builtin_dataset, builtin_root, make_ade_semantic,
-                               make_coco_instances, shape_classes)
+from mae_transfer.data import builtin_dataset, builtin_root, make_ade_semantic, make_coco_instances, shape_classes
 from mae_transfer.data.geometry import rasterize_convex, regular_polygon, subtract_convex
 
 

@@ -5,21 +5,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import detectron2.data.transforms as T
 import pytest
 import timm
 import torch
-import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import instantiate
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.utils.events import get_event_storage
 
-from _det_cases import TINY_VIT, make_dataset, tiny_train_cfg, unregister
+from mae_transfer.cli.train_det import main as run
 from mae_transfer.det import ConfigError, NonFiniteLossError, Trainer, build_train_augmentation, load_config
 from mae_transfer.det.checkpoint import AtomicCheckpointer
-from mae_transfer.det.cli import run
 from mae_transfer.det.config import CONFIG_DIR
+
+from _det_cases import TINY_VIT, make_dataset, tiny_train_cfg, unregister
 
 COCO_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("coco_*.yaml"))
 NO_WEIGHTS = ["MODEL.VIT.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", 80]
@@ -45,7 +46,8 @@ def test_vitb_mae_config_is_the_vitdet_recipe():
     assert cfg.MODEL.VIT.DROP_PATH == 0.1 and cfg.INPUT.LSJ.ENABLED and cfg.INPUT.LSJ.IMAGE_SIZE == 1024
     assert cfg.MODEL.VIT.WEIGHTS.endswith("mae_pretrain_vit_base.pth")
     large = load_config("coco_vitl_mae.yaml")
-    assert (large.SOLVER.LAYER_DECAY, large.MODEL.VIT.DROP_PATH, large.MODEL.VIT.NAME) == (0.8, 0.4, "vit_large_patch16")
+    expected = (0.8, 0.4, "vit_large_patch16")
+    assert (large.SOLVER.LAYER_DECAY, large.MODEL.VIT.DROP_PATH, large.MODEL.VIT.NAME) == expected
 
 
 def test_random_init_config_trains_4x_longer_without_layer_decay():
@@ -89,7 +91,8 @@ def test_vitb_mae_config_runs_inference_on_a_1024_image():
                                                       "TEST.DETECTIONS_PER_IMAGE", 10])
     model = build_model(cfg).eval()
     shapes = {}
-    model.backbone.register_forward_hook(lambda m, i, out: shapes.update({k: tuple(v.shape[-2:]) for k, v in out.items()}))
+    model.backbone.register_forward_hook(
+        lambda m, i, out: shapes.update({k: tuple(v.shape[-2:]) for k, v in out.items()}))
     image = torch.randint(0, 256, (3, 1024, 1024), dtype=torch.uint8).float()
     with torch.no_grad():
         (out,) = model([{"image": image, "height": 1024, "width": 1024}])
@@ -111,12 +114,12 @@ def test_misspelled_config_key_names_the_closest_key(tmp_path):
 
 
 def test_cli_reports_user_errors_in_one_sentence(capsys):
-    assert run(["--config", "demo_vit_tiny", "MODEL.VIT.DROPPATH", "0.1"]) == 1
+    assert run(["--config", "demo_vit_tiny", "MODEL.VIT.DROPPATH", "0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "did you mean 'MODEL.VIT.DROP_PATH'?" in err
-    assert run(["--config", "demo_vit_tiny", "--num-gpus", "3"]) == 1  # batch 4 over 3 processes
+    assert run(["--config", "demo_vit_tiny", "--num-gpus", "3"]) == 2  # batch 4 over 3 processes
     assert "SOLVER.IMS_PER_BATCH 4 is not divisible" in capsys.readouterr().err
-    assert run(["--config", "demo_vit_tiny", "DATASETS.TRAIN", "('nope_train',)"]) == 1
+    assert run(["--config", "demo_vit_tiny", "DATASETS.TRAIN", "('nope_train',)"]) == 2
     assert "Dataset 'nope_train' is not registered" in capsys.readouterr().err
 
 
@@ -264,7 +267,8 @@ def test_lsj_without_shapely_is_a_clear_error(monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "shapely" else find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "shapely" else find_spec(name, *a))
     with pytest.raises(ConfigError, match="shapely.*INPUT.LSJ.ENABLED False"):
         build_train_augmentation(load_config("coco_vitb_mae"))
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
-from _det_cases import TINY_TRAIN, make_dataset, tiny_train_cfg, unregister
-from detectron2.utils.env import seed_all_rng
-
+from mae_transfer.cli.train_det import main as run
 from mae_transfer.det import Trainer
-from mae_transfer.det.cli import run
+
+from _det_cases import TINY_TRAIN, make_dataset, tiny_train_cfg, unregister
 
 REPO = Path(__file__).resolve().parents[1]
 

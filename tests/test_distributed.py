@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reliability_det import TINY as DET_TINY
+from test_reliability_seg import CLASSES
+from test_reliability_seg import TINY as SEG_TINY
+
+from mae_transfer.data import make_ade_semantic, make_coco_instances
 
 from _reliability import PYTHON, REPO, subprocess_env
-from mae_transfer.data import make_ade_semantic, make_coco_instances
-from test_reliability_det import TINY as DET_TINY
-from test_reliability_seg import CLASSES, TINY as SEG_TINY
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -187,7 +189,8 @@ def ade(tmp_path_factory) -> tuple[Path, Path]:
 def _seg_config(tmp: Path, hooks: str = "") -> str:
     config = tmp / "seg_cfg.py"
     config.write_text(f"_base_ = [{str(REPO / 'configs' / 'seg' / 'demo_vit_tiny.py')!r}]\n"
-                      "custom_imports = dict(imports=['seg_test_hooks', 'reliability_hooks'], allow_failed_imports=False)\n"
+                      "custom_imports = dict(imports=['seg_test_hooks', 'reliability_hooks'], "
+                      "allow_failed_imports=False)\n"
                       f"custom_hooks = [dict(type='DumpRankWeightsHook'), {hooks}]\n")
     return str(config)
 

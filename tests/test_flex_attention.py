@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mae_transfer.models import create_vit
-from mae_transfer.models import flex
+from mae_transfer.models import create_vit, flex
 from mae_transfer.models.attention import Attention
 
 fa = pytest.importorskip("torch.nn.attention.flex_attention")

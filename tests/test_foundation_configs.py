@@ -69,10 +69,10 @@ def test_det_dinov2_config_is_patch14_at_stride16():
 
 
 def test_seg_dinov2_config_builds_with_stride16_maps():
-    import mae_transfer.seg  # noqa: F401  (registrations)
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
+    import mae_transfer.seg  # noqa: F401  (registrations)
     from mae_transfer.seg.config import load_config as load_seg_config
 
     cfg = load_seg_config("ade20k_vitb_dinov2")

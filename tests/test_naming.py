@@ -9,15 +9,22 @@ import timm
 import torch
 from torch import nn
 
-from _checkpoint_cases import EMBED, IMG, image, vit
 from mae_transfer.checkpoints import (
-    VIT, Layout, convert_state_dict, detect_layout, load_pretrained, model_layout, register_layout,
+    VIT,
+    Layout,
+    convert_state_dict,
+    detect_layout,
+    load_pretrained,
+    model_layout,
+    register_layout,
 )
 from mae_transfer.checkpoints import layouts as layouts_module
 from mae_transfer.models import MultiLevelPyramid, SimplePyramid
 from mae_transfer.models.mae import create_mae
 from mae_transfer.models.naming import block_index, block_indices, find_vit_prefix, is_embedding, vit_prefixes
 from mae_transfer.optim import find_backbone_prefix, frozen_parameter_names, param_settings
+
+from _checkpoint_cases import EMBED, IMG, image, vit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,13 +12,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from _optim_models import ToyDetector, ToySegmentor, tiny_vit
 from detectron2.engine import SimpleTrainer
 from mmengine.optim import build_optim_wrapper
 
 import mae_transfer.seg.optimizer  # noqa: F401  (registers MAETransferOptimizerConstructor)
 from mae_transfer.det.config import get_det_cfg
 from mae_transfer.det.optimizer import build_optimizer
+
+from _optim_models import ToyDetector, ToySegmentor, tiny_vit
 
 DEPTH, LR, WD, DECAY, FREEZE = 6, 1e-3, 0.05, 0.65, "last_k_blocks:4"
 
@@ -58,7 +59,8 @@ def test_detectron2_and_mmseg_give_each_backbone_parameter_the_same_lr_and_wd(fr
     det_params, seg_params = per_param(det_opt, det, "backbone.net."), per_param(seg_opt, seg, "backbone.")
     assert det_params == seg_params
     trainable = {n for n, p in vit.named_parameters()} if freeze == "full" else \
-        {n for n, _ in vit.named_parameters() if n.startswith(("blocks.2.", "blocks.3.", "blocks.4.", "blocks.5.", "norm."))}
+        {n for n, _ in vit.named_parameters()
+         if n.startswith(("blocks.2.", "blocks.3.", "blocks.4.", "blocks.5.", "norm."))}
     assert set(det_params) == trainable
     assert det_params["blocks.2.attn.qkv.weight"] == (LR * DECAY ** (DEPTH + 1 - 3), WD)
     # heads: base lr in both
@@ -151,8 +153,9 @@ def test_real_detector_and_segmentor_from_shipped_configs_agree_on_the_backbone(
     assert det_params.keys() == seg_params.keys()
     for name in det_params:
         assert det_params[name] == pytest.approx(seg_params[name], rel=1e-12), name
-    det_vit = {n[len("backbone.net."):]: p.requires_grad for n, p in det.named_parameters() if n.startswith("backbone.net.")}
-    seg_vit = {n[len("backbone.net."):]: p.requires_grad for n, p in seg.named_parameters() if n.startswith("backbone.net.")}
+    prefix = "backbone.net."
+    det_vit = {n[len(prefix):]: p.requires_grad for n, p in det.named_parameters() if n.startswith(prefix)}
+    seg_vit = {n[len(prefix):]: p.requires_grad for n, p in seg.named_parameters() if n.startswith(prefix)}
     assert det_vit == seg_vit and sum(det_vit.values()) == len(det_params) < len(det_vit)
     assert {n for n, trainable in det_vit.items() if not trainable} >= {"pos_embed", "patch_embed.proj.weight"}
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _optim_models import ToyDetector, tiny_vit
 from timm.models.beit import Beit
 
 from mae_transfer.models import create_vit
 from mae_transfer.optim import find_backbone_prefix, get_layer_id, param_groups, param_settings
+
+from _optim_models import ToyDetector, tiny_vit
 
 
 def official_mae_rule(model, weight_decay: float, layer_decay: float) -> dict[str, tuple]:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _optim_models import ToyDetector, ToySegmentor, tiny_vit
 
 from mae_transfer.optim import FreezePolicy, apply_freeze, frozen_parameter_names
+
+from _optim_models import ToyDetector, ToySegmentor, tiny_vit
 
 
 @pytest.mark.parametrize("spec", ["last_k_blocks:4", "last_k_blocks: 4", " LAST_K_BLOCKS:4", {"last_k_blocks": 4},

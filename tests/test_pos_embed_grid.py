@@ -37,11 +37,12 @@ def mae_checkpoint(tmp_path_factory) -> Path:
 def _mmseg_mae_from_its_config(checkpoint: Path, tmp_path: Path):
     """MMSeg's ``MAE`` backbone from ``configs/mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512``,
     initialised from ``checkpoint`` after MMSeg's ``beit2mmseg`` conversion (as its README says)."""
-    import mae_transfer.seg  # noqa: F401  (mmcv.ops shim before mmseg.models)
     import mmseg
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
+    import mae_transfer.seg  # noqa: F401  (mmcv.ops shim before mmseg.models)
 
     root = Path(mmseg.__file__).parent / ".mim"
     spec = importlib.util.spec_from_file_location("beit2mmseg", root / "tools/model_converters/beit2mmseg.py")
@@ -63,9 +64,9 @@ def _mmseg_mae_from_its_config(checkpoint: Path, tmp_path: Path):
 
 
 def _ours_from_ade20k_config(checkpoint: Path):
-    import mae_transfer.seg  # noqa: F401  (registers MAETransferViT)
     from mmseg.registry import MODELS
 
+    import mae_transfer.seg  # noqa: F401  (registers MAETransferViT)
     from mae_transfer.seg.config import load_config
 
     cfg = load_config("ade20k_vitb_mae").model.backbone
@@ -108,8 +109,9 @@ def test_seg_table_learns_at_the_crop_grid_and_whole_image_inference_still_resiz
 
 def test_seg_crop_grid_follows_a_non_square_crop():
     pytest.importorskip("mmseg")
-    import mae_transfer.seg  # noqa: F401
     from mmseg.registry import MODELS
+
+    import mae_transfer.seg  # noqa: F401
 
     ours = MODELS.build(dict(type="MAETransferViT", arch="vit_tiny_patch16", img_size=(512, 1024), depth=1,
                              out_indices=(0,)))

@@ -63,8 +63,9 @@ def test_trainer_from_config_is_amp_with_fp16_allreduce_hook(tmp_path, monkeypat
     from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
     from torch.nn.parallel import DistributedDataParallel
 
-    from _det_cases import make_dataset, tiny_train_cfg, unregister
     from mae_transfer.det import Trainer
+
+    from _det_cases import make_dataset, tiny_train_cfg, unregister
 
     make_dataset(tmp_path / "data", "precision_train")
     with socket.socket() as s:
@@ -90,11 +91,12 @@ def test_trainer_from_config_is_amp_with_fp16_allreduce_hook(tmp_path, monkeypat
 
 def test_mmseg_mae_config_leaves_amp_off_as_shipped():
     """Built with MMEngine, MMSeg's own MAE config gives a plain OptimWrapper: fp32 steps."""
-    import mae_transfer.seg  # noqa: F401  (mmcv.ops shim)
     import mmseg
     from mmengine.config import Config
     from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
     from mmengine.registry import init_default_scope
+
+    import mae_transfer.seg  # noqa: F401  (mmcv.ops shim)
 
     path = Path(mmseg.__file__).parent / ".mim/configs/mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py"
     cfg = Config.fromfile(path)

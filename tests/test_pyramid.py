@@ -78,8 +78,9 @@ def test_multilevel_pyramid_matches_mmseg():
     """MMSeg Feature2Pyramid (the neck of MMSeg's MAE/BEiT configs): ``upsample_4x`` -> ``fpn1``,
     ``upsample_2x`` -> ``fpn2``; equal outputs (BN in eval with non-trivial running stats)."""
     pytest.importorskip("mmseg")
-    import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
     from mmseg.models.necks import Feature2Pyramid
+
+    import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
 
     ref = _perturb_(
         Feature2Pyramid(32, [4, 2, 1, 0.5], norm_cfg=dict(type="BN", requires_grad=True))

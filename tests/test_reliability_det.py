@@ -2,7 +2,7 @@
 directory survives them), code-running pickles are refused, a SIGKILLed run resumes to the same
 weights, a NaN loss stops the run and keeps the last good checkpoint.
 
-Most cases call the tool's entry point (``mae_transfer.det.cli.run(argv)``, what tools/train_det.py
+Most cases call the tool's entry point (``mae_transfer.cli.train_det.main(argv)``, what tools/train_det.py
 calls) in this process; a few run tools/train_det.py in a subprocess.
 """
 from __future__ import annotations
@@ -18,13 +18,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from mae_transfer.cli.train_det import main as run
+from mae_transfer.data import make_coco_instances
+from mae_transfer.models import create_vit
+
 from _reliability import (
-    PYTHON, REPO, assert_left_intact, last_error_line, run_tool, snapshot, start_and_kill, subprocess_env,
+    PYTHON,
+    REPO,
+    assert_left_intact,
+    last_error_line,
+    run_tool,
+    snapshot,
+    start_and_kill,
+    subprocess_env,
     write_code_running_checkpoint,
 )
-from mae_transfer.data import make_coco_instances
-from mae_transfer.det.cli import run
-from mae_transfer.models import create_vit
 
 # demo_vit_tiny shrunk to seconds: 2 blocks of width 64 at 64 px, batch 2, a checkpoint every iteration.
 TINY = [
@@ -164,7 +172,8 @@ CASES = [
      "images entry #1 (id", True),
     ("annotation_unknown_image", lambda c, g, t: _bad_json(c, t, lambda d: d["annotations"][0].update(image_id=999)),
      "points at image_id 999, which is not in 'images'", True),
-    ("annotation_unknown_category", lambda c, g, t: _bad_json(c, t, lambda d: d["annotations"][0].update(category_id=77)),
+    ("annotation_unknown_category",
+     lambda c, g, t: _bad_json(c, t, lambda d: d["annotations"][0].update(category_id=77)),
      "has category_id 77, which is not in 'categories'", True),
     ("image_file_missing", lambda c, g, t: _bad_json(c, t, lambda d: d["images"][0].update(file_name="gone.png")),
      "lists 1 image(s) missing from", True),
@@ -202,9 +211,9 @@ def test_bad_input_ends_in_one_sentence_and_keeps_the_previous_run(case, coco, g
     before = snapshot(good_run)
     log = (good_run / "log.txt").read_bytes()
     code, err = run_tool(run, _argv(coco, good_run if early else tmp_path / "out", *extra))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("error: ") and expected in line, line
+    assert line.startswith("train_det: error: ") and expected in line, line
     assert line.rstrip().endswith((".", "?")) and "\n" not in line
     if early:
         assert "Traceback" not in err
@@ -238,13 +247,14 @@ def test_code_running_pickle_is_refused_through_the_tool(option, coco, tmp_path)
         (tmp_path / "out" / "last_checkpoint").write_text("model_0000001.pth")
     if option == "pkl":  # a plain pickle, as Detectron2's model-zoo .pkl files are
         import pickle
+
         from _reliability import FileCreatingPayload
         checkpoint.write_bytes(pickle.dumps({"model": {"w": 1}, "x": FileCreatingPayload(marker)}))
     extra = {"MODEL.WEIGHTS": ["MODEL.WEIGHTS", str(checkpoint)], "pkl": ["MODEL.WEIGHTS", str(checkpoint)],
              "MODEL.VIT.WEIGHTS": ["MODEL.VIT.WEIGHTS", str(checkpoint)],
              "eval-only": ["--eval-only", "MODEL.WEIGHTS", str(checkpoint)], "resume": ["--resume"]}[option]
     code, err = run_tool(run, _argv(coco, tmp_path / "out", *extra))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
     assert "Refused to load" in line and "--unsafe-load" in line, line
     assert not marker.exists()
@@ -254,11 +264,12 @@ def test_code_running_pickle_is_refused_by_tools_train_det_py(coco, tmp_path):
     """The same through the real command line, in its own process."""
     marker = tmp_path / "pwned"
     checkpoint = write_code_running_checkpoint(tmp_path / "evil.pth", marker)
-    result = subprocess.run([PYTHON, "tools/train_det.py", *_argv(coco, tmp_path / "out", "MODEL.WEIGHTS", str(checkpoint))],
+    argv = _argv(coco, tmp_path / "out", "MODEL.WEIGHTS", str(checkpoint))
+    result = subprocess.run([PYTHON, "tools/train_det.py", *argv],
                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
+    assert result.returncode == 2
     line = last_error_line(result.stderr)
-    assert line.startswith("error: Refused to load") and "--unsafe-load" in line, line
+    assert line.startswith("train_det: error: Refused to load") and "--unsafe-load" in line, line
     assert not marker.exists()
 
 
@@ -271,7 +282,8 @@ def test_sigkilled_run_resumes_to_the_same_weights(coco, good_run, tmp_path):
     output, marker = tmp_path / "out", tmp_path / "at_iter_3"
     script = ("import sys, runpy, reliability_hooks as h; "
               f"h.install_det_hooks(hang_at=3, marker={str(marker)!r}); "
-              "sys.argv = ['tools/train_det.py', *sys.argv[1:]]; runpy.run_path('tools/train_det.py', run_name='__main__')")
+              "sys.argv = ['tools/train_det.py', *sys.argv[1:]]; "
+              "runpy.run_path('tools/train_det.py', run_name='__main__')")
     start_and_kill([PYTHON, "-c", script, *_argv(coco, output)], marker, subprocess_env())
     assert (output / "last_checkpoint").read_text() == "model_0000002.pth"
     assert not (output / "model_final.pth").exists()
@@ -290,16 +302,17 @@ def test_sigkilled_run_resumes_to_the_same_weights(coco, good_run, tmp_path):
 
 
 def test_nan_loss_stops_with_the_iteration_and_terms_and_the_last_checkpoint_loads(coco, tmp_path, monkeypatch):
-    import reliability_hooks
     from mae_transfer.det.engine import Trainer
+
+    import reliability_hooks
 
     build_hooks = Trainer.build_hooks
     monkeypatch.setattr(Trainer, "build_hooks", lambda self: build_hooks(self) + reliability_hooks.det_hooks(nan_at=2))
     output = tmp_path / "out"
     code, err = run_tool(run, _argv(coco, output))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("error: Training stopped: non-finite loss at iteration 2 (loss_cls=nan"), line
+    assert line.startswith("train_det: error: Training stopped: non-finite loss at iteration 2 (loss_cls=nan"), line
     assert (output / "last_checkpoint").read_text() == "model_0000001.pth"
     assert sorted(p.name for p in output.glob("*.pth")) == ["model_0000000.pth", "model_0000001.pth"]
     monkeypatch.setattr(Trainer, "build_hooks", build_hooks)
@@ -326,7 +339,7 @@ def test_unsafe_load_is_the_opt_in_the_message_names(coco, good_run, tmp_path):
     torch.save({"model": checkpoint["model"], "note": Fraction(1, 3)}, trusted)
     argv = _argv(coco, tmp_path / "out", "--eval-only", "MODEL.WEIGHTS", str(trusted))
     code, err = run_tool(run, argv)
-    assert code == 1 and "--unsafe-load" in last_error_line(err)
+    assert code == 2 and "--unsafe-load" in last_error_line(err)
     code, err = run_tool(run, argv[:2] + ["--unsafe-load"] + argv[2:])
     assert code == 0, err[-2000:]
 
@@ -371,7 +384,7 @@ def test_checkpoint_write_interrupted_midway_leaves_the_previous_one(tmp_path, m
 
 
 def test_options_are_accepted_anywhere_among_the_overrides():
-    from mae_transfer.det.cli import parse_args
+    from mae_transfer.cli.train_det import parse_args
 
     args = parse_args(["--config", "demo_vit_tiny", "SOLVER.MAX_ITER", "4", "--resume", "SEED", "-1",
                        "--register-coco", "a", "b.json", "c", "--dist-timeout=30", "OUTPUT_DIR", "out"])

@@ -6,7 +6,7 @@ Most cases call the tool's ``main(argv)`` in this process; the SIGKILLed run is 
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import shutil
 from pathlib import Path
 
@@ -16,11 +16,19 @@ import torch
 from PIL import Image
 
 import mae_transfer.seg  # noqa: F401  (registrations)
+from mae_transfer.data import make_ade_semantic
+
 from _reliability import (
-    PYTHON, REPO, assert_left_intact, last_error_line, run_tool, snapshot, start_and_kill, subprocess_env,
+    PYTHON,
+    REPO,
+    assert_left_intact,
+    last_error_line,
+    run_tool,
+    snapshot,
+    start_and_kill,
+    subprocess_env,
     write_code_running_checkpoint,
 )
-from mae_transfer.data import make_ade_semantic
 
 CLASSES = ("sky", "ground", "circle")
 # demo_vit_tiny shrunk further: 4 blocks of width 64, batch 2, 4 iterations, a checkpoint after each.
@@ -39,10 +47,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_seg_tool", REPO / "tools" / "train_seg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("mae_transfer.cli.train_seg")
 
 
 class _Tool:
@@ -193,7 +198,8 @@ CASES = [
     ("classes_file_missing", lambda a, g, t: _case("--classes", str(t / "none.txt")), "does not exist", True),
     ("classes_file_empty", lambda a, g, t: (t / "c.txt").write_text("\n") and _case("--classes", str(t / "c.txt")),
      "is empty", True),
-    ("classes_repeated", lambda a, g, t: (t / "c.txt").write_text("sky\nsky\n") and _case("--classes", str(t / "c.txt")),
+    ("classes_repeated",
+     lambda a, g, t: (t / "c.txt").write_text("sky\nsky\n") and _case("--classes", str(t / "c.txt")),
      "repeats a name", True),
     ("image_without_label", lambda a, g, t: _case(*_image_without_label(a, t)), "1 of 4 images in", True),
     ("eval_checkpoint_missing", lambda a, g, t: _case("--eval-only", str(t / "iter_9.pth")),
@@ -204,10 +210,12 @@ CASES = [
      "--launcher pytorch needs the environment variable", True),
     ("new_run_over_previous_run", lambda a, g, t: _case(),
      "already holds a run (last checkpoint iter_4.pth); pass --resume", True),
-    ("eval_checkpoint_truncated", lambda a, g, t: _case("--eval-only", _truncated(g, t)), "is truncated or corrupt", True),
+    ("eval_checkpoint_truncated", lambda a, g, t: _case("--eval-only", _truncated(g, t)), "is truncated or corrupt",
+     True),
     ("eval_checkpoint_deeper_model", lambda a, g, t: _case("--eval-only", _checkpoint_with_extra_block(g, t)),
      "is for another architecture: only the checkpoint has backbone.net.blocks.4.", False),
-    ("resume_from_corrupt_checkpoint", lambda a, g, t: _case(*_resume_from_corrupt(g, t)), "is truncated or corrupt", True),
+    ("resume_from_corrupt_checkpoint", lambda a, g, t: _case(*_resume_from_corrupt(g, t)), "is truncated or corrupt",
+     True),
     ("pretrained_truncated", lambda a, g, t: _case(options=(f"model.backbone.pretrained={_truncated(g, t)}",)),
      "truncated or corrupt", True),
     ("label_other_size", lambda a, g, t: _case(*_label_of_other_size(a, t)), "is 48x64 pixels but its image", False),
@@ -228,9 +236,9 @@ def test_bad_input_ends_in_one_sentence_and_keeps_the_previous_run(case, tool, a
     argv += args["flags"] + ["--cfg-options", *TINY, *args["options"]]  # later flags win
     before = snapshot(good_run)
     code, err = run_tool(tool.main, argv)
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("train_seg.py: error: ") and expected in line, line
+    assert line.startswith("train_seg: error: ") and expected in line, line
     assert line.rstrip().endswith((".", "?", ")")), line
     if early:
         assert "Traceback" not in err
@@ -270,7 +278,7 @@ def test_code_running_pickle_is_refused_through_the_tool(option, tool, ade, tmp_
     if option == "resume":
         (work / "last_checkpoint").write_text(str(checkpoint))
     code, err = run_tool(tool.main, _argv(ade, work, *extra, options=options))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
     assert "--unsafe-load" in line and str(checkpoint) in line, line
     assert not marker.exists()
@@ -324,9 +332,9 @@ def test_nan_loss_stops_with_the_iteration_and_terms_and_the_checkpoint_resumes(
     work = tmp_path / "work"
     config = _config_with_hooks(tmp_path, "dict(type='InjectNaNHook', at=3)", "seg_test_hooks")
     code, err = run_tool(tool.main, _argv(ade, work, config=config, options=("train_cfg.max_iters=3",)))
-    assert code == 1
+    assert code == 2
     line = last_error_line(err)
-    assert line.startswith("train_seg.py: error: Non-finite loss at iteration 3 (") and "=nan" in line, line
+    assert line.startswith("train_seg: error: Non-finite loss at iteration 3 (") and "=nan" in line, line
     assert "last good checkpoint:" in line and "iter_2.pth" in line
     assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_1.pth", "iter_2.pth"]
     state = torch.load(work / "iter_2.pth", weights_only=True)["state_dict"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 from mae_transfer.utils.fileio import atomic_write_file
 from mae_transfer.utils.run_dir import is_local, last_checkpoint, refuse_earlier_run
 

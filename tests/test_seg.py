@@ -4,7 +4,7 @@ Tiny models on generated ADE20K-layout data in tmp_path; end-to-end runs are mar
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import mae_transfer.seg  # noqa: F401  (shim + registrations)
 from mae_transfer.data import make_ade_semantic
+from mae_transfer.errors import NonFiniteLossError
 from mae_transfer.seg.config import ConfigError, load_config, prepare_config, resolve_config
-from mae_transfer.seg.hooks import NonFiniteLossError
 from mae_transfer.seg.runner import run
+
 from seg_test_hooks import Interrupted  # tests/ is on sys.path under pytest; registers the test hooks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +50,7 @@ def all_threads():
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_seg_tool", REPO / "tools" / "train_seg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("mae_transfer.cli.train_seg")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +70,8 @@ def _metrics(work_dir: Path) -> list[dict]:
 # ---------------------------------------------------------------- configs and arguments (fast)
 
 def test_bare_config_names_resolve_to_configs_seg():
-    assert resolve_config("ade20k_vitb_mae") == REPO / "configs" / "seg" / "ade20k_vitb_mae.py"
+    assert resolve_config("ade20k_vitb_mae") == REPO / "mae_transfer" / "configs" / "seg" / "ade20k_vitb_mae.py"
+    assert (REPO / "configs").resolve() == REPO / "mae_transfer" / "configs"  # the documented paths
     with pytest.raises(ConfigError, match="did you mean 'ade20k_vitb_mae'"):
         resolve_config("ade20k_vitb_mea")
 
@@ -114,7 +114,8 @@ def test_tool_reports_user_errors_in_one_line(ade_data, tmp_path, capsys):
     tool = _load_tool()
     root, classes = ade_data
     cases = [
-        (["ade20k_vitb_mae", "--cfg-options", "model.backbone.drop_pth=0.2"], "did you mean 'model.backbone.drop_path'"),
+        (["ade20k_vitb_mae", "--cfg-options", "model.backbone.drop_pth=0.2"],
+         "did you mean 'model.backbone.drop_path'"),
         (["no_such_config"], "not found"),
         (["demo_vit_tiny", "--data-root", str(root)], "--data-root and --classes go together"),
         (["demo_vit_tiny", "--data-root", str(tmp_path), "--classes", str(classes)], "is missing"),
@@ -123,9 +124,9 @@ def test_tool_reports_user_errors_in_one_line(ade_data, tmp_path, capsys):
          "does not exist"),
     ]
     for argv, message in cases:
-        assert tool.main(argv + ["--work-dir", str(tmp_path / "w")]) == 1
+        assert tool.main(argv + ["--work-dir", str(tmp_path / "w")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert err and message in err[-1] and err[-1].startswith("train_seg.py: error:")
+        assert err and message in err[-1] and err[-1].startswith("train_seg: error:")
 
 
 def test_user_dataset_sets_classes_and_head_sizes(ade_data):
@@ -207,9 +208,18 @@ def test_overfits_one_image(tmp_path):
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
     cfg = _overfit_cfg(root, tmp_path / "classes.txt", tmp_path / "work", iters=20)
     run(cfg)
-    losses = [r["loss"] for r in _metrics(tmp_path / "work") if "loss" in r]
+    records = [r for r in _metrics(tmp_path / "work") if "loss" in r]
+    losses = [r["loss"] for r in records]
     assert len(losses) == 20
     assert np.mean(losses[-3:]) <= 0.5 * np.mean(losses[:3]), losses
+    # TensorBoard events as Detectron2 runs write them, read back with TensorBoard's own reader.
+    events = list((tmp_path / "work").rglob("events.out.tfevents.*"))
+    assert len(events) == 1, events
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    logged = accumulator.Scalars("loss")
+    assert [e.step for e in logged] == [r["iteration"] for r in records]
+    assert logged[0].value == pytest.approx(losses[0], rel=1e-4)  # later ones: MMEngine's window mean
 
 
 @pytest.mark.slow

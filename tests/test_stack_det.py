@@ -18,7 +18,6 @@ from detectron2.utils import comm
 from mae_transfer.data import make_coco_instances
 from mae_transfer.det import Trainer, get_det_cfg, register_coco_dataset
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -126,9 +126,9 @@ def test_matches_mmseg_mae(img_size):
     """MMSeg ``MAE`` (BEiT-style: abs pos with cls, per-block relative bias, layer scale) equals
     ours at its two feature outputs; its checkpoint goes through our converter (mmseg names)."""
     pytest.importorskip("mmseg")
-    import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
     from mmseg.models.backbones import MAE
 
+    import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
     from mae_transfer.checkpoints import convert_to_vit
 
     ref = MAE(img_size=img_size, num_layers=2, out_indices=(0, 1), init_values=0.1,

@@ -115,8 +115,9 @@ def _d2(spec: Dict) -> nn.Module:
 
 def _mmseg_mae(spec: Dict) -> nn.Module:
     try:
-        import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
         from mmseg.models.backbones import MAE
+
+        import mae_transfer.compat.mmcv_ops  # noqa: F401  (before mmseg.models)
     except ImportError as e:  # pragma: no cover - depends on the machine
         raise Unavailable(f"mmseg not importable: {e}") from e
     if spec["layout"] != "global":

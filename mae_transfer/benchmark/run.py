@@ -12,6 +12,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from mae_transfer.errors import ConfigError
+
 from . import report
 from .backbone_bench import GROUPS, run_group
 from .machine import load_average, machine_info
@@ -87,7 +89,7 @@ def run_benchmark(opts: Options) -> Dict:
     cases = opts.cases or default_cases(device)
     unknown = [c for c in cases if c not in CASES]
     if unknown:
-        raise ValueError(f"Unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
+        raise ConfigError(f"Unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
     start = time.perf_counter()
     result: Dict = {
         "machine": machine_info(device),

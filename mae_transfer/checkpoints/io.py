@@ -23,20 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from mae_transfer.errors import CheckpointError, UnsafeCheckpointError
 from mae_transfer.utils.fileio import atomic_write
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
 
 UNSAFE_HINT = "pass unsafe=True (--unsafe-load on the command line) only if you trust its source"
-
-
-class CheckpointReadError(ValueError):
-    """The checkpoint file is missing, truncated, corrupt or could not be downloaded."""
-
-
-class UnsafeCheckpointError(CheckpointReadError):
-    """The checkpoint needs arbitrary code to unpickle and was refused."""
 
 
 def cache_dir() -> Path:
@@ -70,7 +63,7 @@ def download(url: str, directory: str | os.PathLike | None = None) -> Path:
         with urllib.request.urlopen(url, timeout=60) as response:
             atomic_write(target, lambda out: shutil.copyfileobj(response, out, 1 << 20))
     except (urllib.error.URLError, OSError) as err:
-        raise CheckpointReadError(
+        raise CheckpointError(
             f"Could not download checkpoint {url} ({err}); check the address, or download the "
             f"file by hand and pass its local path."
         ) from err
@@ -138,8 +131,8 @@ def _read_file(path: Path, unsafe: bool) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointReadError(f"{path} is not a readable safetensors file ({err}); "
-                                      f"it may be truncated: download or copy it again.") from err
+            raise CheckpointError(f"{path} is not a readable safetensors file ({err}); "
+                                  f"it may be truncated: download or copy it again.") from err
     return _pickle_load(path, unsafe)  # plain pickle, e.g. Detectron2 model-zoo .pkl
 
 
@@ -161,9 +154,9 @@ def _torch_load(path: Path, unsafe: bool, mmap: bool) -> Any:
     except pickle.UnpicklingError as err:
         if "Weights only load failed" in str(err):
             raise _refused(path, err) from None
-        raise CheckpointReadError(f"{path} is corrupt ({err}); download or copy it again.") from err
+        raise CheckpointError(f"{path} is corrupt ({err}); download or copy it again.") from err
     except (RuntimeError, EOFError) as err:
-        raise CheckpointReadError(
+        raise CheckpointError(
             f"{path} is truncated or corrupt ({str(err).splitlines()[0]}); download or copy it again."
         ) from err
 
@@ -176,9 +169,9 @@ def _pickle_load(path: Path, unsafe: bool) -> Any:
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err):
             raise _refused(path, err) from None
-        raise CheckpointReadError(f"{path} is corrupt ({err}); download or copy it again.") from err
+        raise CheckpointError(f"{path} is corrupt ({err}); download or copy it again.") from err
     except (EOFError, ValueError) as err:
-        raise CheckpointReadError(f"{path} is truncated or corrupt ({err}); download or copy it again.") from err
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}); download or copy it again.") from err
     return _numpy_to_torch(obj)
 
 
@@ -192,8 +185,8 @@ def read_checkpoint(source: str | os.PathLike, *, unsafe: bool = False) -> Any:
     """
     path = download(source) if is_url(source) else Path(source).expanduser()
     if not path.is_file():
-        raise CheckpointReadError(f"Checkpoint file {path} does not exist; check the path "
-                                  f"(or pass an http(s) URL).")
+        raise CheckpointError(f"Checkpoint file {path} does not exist; check the path "
+                              f"(or pass an http(s) URL).")
     return _read_file(path, unsafe)
 
 

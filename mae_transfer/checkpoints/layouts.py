@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from mae_transfer.errors import CheckpointError
 from mae_transfer.models.naming import find_vit_prefix
 
 from .foundation import dinov2_hub_to_timm, sam_to_timm
@@ -172,10 +173,6 @@ LAYOUTS: list[Layout] = [
 CONTAINER_KEYS = ("state_dict", "model", "module", "model_state")
 
 
-class UnknownLayoutError(ValueError):
-    """The checkpoint does not hold a ViT in any known layout."""
-
-
 @dataclass
 class Converted:
     """A checkpoint split by role, in this project's names.
@@ -207,12 +204,12 @@ def unwrap(obj: Any) -> tuple[dict[str, Tensor], dict[str, str]]:
     top-level entries (optimizer, epoch, meta...) as ``name -> reason`` for the report.
     """
     if not isinstance(obj, Mapping):
-        raise UnknownLayoutError(f"expected a dict of tensors, got {type(obj).__name__}")
+        raise CheckpointError(f"expected a dict of tensors, got {type(obj).__name__}")
     skipped: dict[str, str] = {}
     while not any(isinstance(v, Tensor) for v in obj.values()):
         inner = next((k for k in CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            raise UnknownLayoutError(f"no state dict among the entries {sorted(obj)[:6]}")
+            raise CheckpointError(f"no state dict among the entries {sorted(obj)[:6]}")
         skipped.update({f"<{k}>": "training state / metadata, not weights" for k in obj if k != inner})
         obj = obj[inner]
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
@@ -274,7 +271,7 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> Layout:
     if generic is not None:
         return generic
     first = ", ".join(list(state_dict)[:3]) or "none"
-    raise UnknownLayoutError(
+    raise CheckpointError(
         f"no ViT weights found (first keys: {first}); expected keys such as "
         f"patch_embed.proj.weight and blocks.0.attn.qkv.weight in a known layout"
     )

@@ -9,14 +9,15 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from mae_transfer.errors import CheckpointError
 from mae_transfer.models import MultiLevelPyramid, SimplePyramid
 from mae_transfer.models.naming import block_indices, find_vit_prefix
 from mae_transfer.utils.logger import get_logger
 
 from .adapt import adapt_vit
 from .io import read_checkpoint
-from .layouts import LAYOUTS, Converted, UnknownLayoutError, convert_state_dict, unwrap
-from .report import CheckpointMismatchError, LoadReport
+from .layouts import LAYOUTS, Converted, convert_state_dict, unwrap
+from .report import LoadReport
 
 logger = get_logger(__name__)
 Tensor = torch.Tensor
@@ -87,23 +88,23 @@ def _sub(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 def _check_fit(source: str, pairs: list[tuple[str, Tensor, Tensor]], src_blocks: set[int],
                dst_blocks: set[int], loaded: int) -> None:
-    """Raise :class:`CheckpointMismatchError` when the checkpoint does not fit the model."""
+    """Raise :class:`CheckpointError` when the checkpoint does not fit the model."""
     bad = [(k, tuple(a.shape), tuple(b.shape)) for k, a, b in pairs if a.shape != b.shape]
     if bad:
         first = "; ".join(f"{k} is {a} in the checkpoint but {b} in the model" for k, a, b in bad[:2])
-        raise CheckpointMismatchError(
+        raise CheckpointError(
             f"Checkpoint {source} does not fit the model: {first} ({len(bad)} mismatching tensors in "
             f"all); it was made for another architecture or size (e.g. ViT-L weights into a ViT-B), "
             f"so build the matching model (--model / create_vit name)."
         )
     if src_blocks and dst_blocks and src_blocks != dst_blocks:
-        raise CheckpointMismatchError(
+        raise CheckpointError(
             f"Checkpoint {source} has {len(src_blocks)} transformer blocks but the model has "
             f"{len(dst_blocks)}; build the model with depth={len(src_blocks)} (or the matching preset)."
         )
     if loaded == 0:
-        raise CheckpointMismatchError(f"Checkpoint {source} shares no tensor with the model; is it "
-                                      f"a checkpoint of this model type?")
+        raise CheckpointError(f"Checkpoint {source} shares no tensor with the model; is it "
+                              f"a checkpoint of this model type?")
 
 
 def _explain_missing(missing: list[str], vit_prefix: str, buffers: set[str]) -> dict[str, tuple[str, bool]]:
@@ -128,16 +129,16 @@ def convert_checkpoint(checkpoint: Mapping[str, Any], layout: Optional[str] = No
     entries that are not weights (optimizer, epoch, meta) are listed as ignored.
 
     Raises:
-        CheckpointMismatchError: not a ViT checkpoint in a known layout.
+        CheckpointError: not a ViT checkpoint in a known layout.
     """
     try:
         state_dict, skipped = unwrap(checkpoint)
         forced = next((row for row in LAYOUTS if row.name == layout), None) if layout else None
         if layout and forced is None:
-            raise UnknownLayoutError(f"unknown layout '{layout}' (known: {sorted({r.name for r in LAYOUTS})})")
+            raise CheckpointError(f"unknown layout '{layout}' (known: {sorted({r.name for r in LAYOUTS})})")
         converted = convert_state_dict(state_dict, forced)
-    except UnknownLayoutError as err:
-        raise CheckpointMismatchError(
+    except CheckpointError as err:
+        raise CheckpointError(
             f"Checkpoint {name} is not a ViT checkpoint in a known layout: {err}.") from None
     converted.ignored.update(skipped)
     return converted
@@ -171,8 +172,8 @@ def load_pretrained(
         :class:`LoadReport`, also logged at INFO.
 
     Raises:
-        CheckpointMismatchError: the checkpoint is not a ViT or does not fit the model.
-        CheckpointReadError / UnsafeCheckpointError: unreadable or code-running file.
+        CheckpointError: the file is unreadable, not a ViT, or does not fit the model.
+        UnsafeCheckpointError: a file that runs code when unpickled, refused.
     """
     name = name or (str(source) if not isinstance(source, Mapping) else "<state dict>")
     obj = source if isinstance(source, Mapping) else read_checkpoint(source, unsafe=unsafe)
@@ -180,7 +181,7 @@ def load_pretrained(
     report = _load_converted(model, converted, name, prefix, pyramid_prefix)
     logger.info("%s", report.summary())
     if strict and report.unexplained:
-        raise CheckpointMismatchError(
+        raise CheckpointError(
             f"Checkpoint {name} left keys unexplained with strict=True: {', '.join(report.unexplained[:5])}; "
             f"see the load report, or load with strict=False."
         )

@@ -11,10 +11,6 @@ from typing import Any, Iterable, Iterator
 Shape = tuple[int, ...]
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint does not fit the model (other architecture or size)."""
-
-
 def compact_keys(keys: Iterable[str]) -> str:
     """Short description of a group of keys: ``decoder_* (24 keys)``, ``blocks.*.attn.rel_pos_h
     (12 keys)``, or the key itself."""

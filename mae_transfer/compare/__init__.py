@@ -5,13 +5,15 @@
     records = run_comparison(inits, out_dir, tasks=("det", "seg"))
     table, files = write_report(records, out_dir)     # comparison.md/.csv + PNGs
 """
+from mae_transfer.errors import ComparisonError
+
 from .builtin_inits import PretrainRecipe, builtin_checkpoint
-from .launch import BUILTIN_INITS, Init, InitError, parse_init, resolve_inits, run_comparison, run_one
+from .launch import BUILTIN_INITS, Init, parse_init, resolve_inits, run_comparison, run_one
 from .report import build_rows, format_table, write_report
-from .runs import RunDirError, RunRecord, find_run_dirs, read_run
+from .runs import RunRecord, find_run_dirs, read_run
 
 __all__ = [
-    "PretrainRecipe", "builtin_checkpoint", "BUILTIN_INITS", "Init", "InitError", "parse_init",
+    "PretrainRecipe", "builtin_checkpoint", "BUILTIN_INITS", "Init", "ComparisonError", "parse_init",
     "resolve_inits", "run_comparison", "run_one", "build_rows", "format_table", "write_report",
-    "RunDirError", "RunRecord", "find_run_dirs", "read_run",
+    "RunRecord", "find_run_dirs", "read_run",
 ]

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mae_transfer.errors import MissingFileError
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
@@ -77,7 +78,7 @@ def builtin_checkpoint(name: str, pretrain_dir: str | Path, recipe: PretrainReci
     """Path of the built-in ``name`` ("mae" or "supervised"), pretraining it first if needed.
 
     Raises:
-        KeyError: unknown name. FileNotFoundError: missing and ``create`` is False.
+        KeyError: unknown name. MissingFileError: missing and ``create`` is False.
     """
     if name not in PRETRAINERS:
         raise KeyError(f"no built-in initialisation {name!r}; built-ins are mae, supervised, beit, random.")
@@ -88,8 +89,8 @@ def builtin_checkpoint(name: str, pretrain_dir: str | Path, recipe: PretrainReci
         logger.info("built-in %s: using %s", name, checkpoint)
         return checkpoint
     if not create:
-        raise FileNotFoundError(f"built-in {name} checkpoint {checkpoint} is missing; run tools/demo.py "
-                                f"(or tools/pretrain_{'mae' if name == 'mae' else 'sup'}.py) first.")
+        raise MissingFileError(f"built-in {name} checkpoint {checkpoint} is missing; run tools/demo.py "
+                               f"(or tools/pretrain_{'mae' if name == 'mae' else 'sup'}.py) first.")
     start, cpu = time.perf_counter(), time.process_time()
     summary = PRETRAINERS[name](out, recipe)
     record = {"recipe": recipe.part(name), "summary": summary,

@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from mae_transfer.errors import ComparisonError
 from mae_transfer.utils.logger import get_logger
 
 from .builtin_inits import RECIPE_FILE, PretrainRecipe, builtin_checkpoint
 from .launch import Init, run_comparison
-from .runs import RUN_INFO
 from .report import build_rows, write_report
+from .runs import RUN_INFO
 
 logger = get_logger(__name__)
 
@@ -162,7 +163,7 @@ def run_demo(plan: DemoPlan, echo: Callable[[str], None] = print) -> dict:
         elif name == "random":
             inits.append(Init("random", None))
         else:
-            raise ValueError(f"the demo knows the initialisations mae, supervised and random, not {name!r}.")
+            raise ComparisonError(f"the demo knows the initialisations mae, supervised and random, not {name!r}.")
 
     records = []
     for task in plan.tasks:

@@ -11,7 +11,7 @@ Initialisations are given as text (``tools/compare.py --inits``):
   DINOv2 and SAM checkpoints (e.g. ``dinov2=PATH sam=PATH``) also switch the run to their
   architecture (:mod:`.arch`), the recipe otherwise unchanged.
 
-Each run is a subprocess of ``tools/train_det.py`` / ``tools/train_seg.py`` (the frameworks' own
+Each run is a subprocess ``python -m mae_transfer.cli.train_det`` / ``train_seg`` (the frameworks' own
 progress logs and ETA stream to the console) whose wall time is stored in ``compare_run.json``.
 """
 from __future__ import annotations
@@ -27,22 +27,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import mae_transfer
+from mae_transfer.errors import ComparisonError
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.run_dir import is_local
 
 from .arch import overrides_for_checkpoint
-from .runs import RUN_INFO, RunDirError, RunRecord, read_run
+from .runs import RUN_INFO, RunRecord, read_run
 
 logger = get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
+# The folder that holds the mae_transfer package: the runs import the same package as this process.
+PACKAGE_PARENT = Path(mae_transfer.__file__).resolve().parents[1]
 BUILTIN_INITS = ("mae", "supervised", "beit", "random")
 BEIT_ENV = "MAE_TRANSFER_BEIT"
 TASKS = ("det", "seg")
-
-
-class InitError(ValueError):
-    """An initialisation that cannot be used (missing file, unknown name)."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,8 @@ def parse_init(text: str) -> tuple[str, str | None]:
     if path.suffix in (".pth", ".pt", ".safetensors", ".pkl", ".bin") or path.exists() or "/" in text:
         stem = path.parent.name if path.stem.startswith(("checkpoint", "model_final")) else path.stem
         return stem or text, text
-    raise InitError(f"initialisation {text!r} is neither a built-in ({', '.join(BUILTIN_INITS)}), "
-                    "NAME=PATH nor a checkpoint path; fix --inits.")
+    raise ComparisonError(f"initialisation {text!r} is neither a built-in ({', '.join(BUILTIN_INITS)}), "
+                          "NAME=PATH nor a checkpoint path; fix --inits.")
 
 
 def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bool = True) -> list[Init]:
@@ -89,7 +88,7 @@ def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bo
         elif path is None:
             path = str(builtin_checkpoint(name, pretrain_dir, create=pretrain_missing))
         if is_local(path) and not Path(path).is_file():
-            raise InitError(f"checkpoint {path} for initialisation {name!r} does not exist; fix the path.")
+            raise ComparisonError(f"checkpoint {path} for initialisation {name!r} does not exist; fix the path.")
         preset, det_opts, seg_opts = overrides_for_checkpoint(path) if Path(path).is_file() else (None, [], [])
         if preset:
             logger.info("%s: %s checkpoint, runs use that architecture", name, preset)
@@ -98,15 +97,15 @@ def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bo
 
 
 def det_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
-    """``tools/train_det.py`` arguments for one run (weights through ``MODEL.VIT.WEIGHTS``)."""
-    return [sys.executable, str(REPO / "tools" / "train_det.py"), "--config", config,
+    """``mae_transfer.cli.train_det`` command for one run (weights through ``MODEL.VIT.WEIGHTS``)."""
+    return [sys.executable, "-m", "mae_transfer.cli.train_det", "--config", config,
             "OUTPUT_DIR", str(run_dir), "MODEL.VIT.WEIGHTS", init.weights or "", *init.det_opts, *opts]
 
 
 def seg_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
-    """``tools/train_seg.py`` arguments for one run (weights through ``model.backbone.pretrained``)."""
+    """``mae_transfer.cli.train_seg`` command for one run (weights through ``model.backbone.pretrained``)."""
     options = ([f"model.backbone.pretrained={init.weights}"] if init.weights else []) + list(init.seg_opts) + list(opts)
-    return [sys.executable, str(REPO / "tools" / "train_seg.py"), config, "--work-dir", str(run_dir),
+    return [sys.executable, "-m", "mae_transfer.cli.train_seg", config, "--work-dir", str(run_dir),
             *(["--cfg-options", *options] if options else [])]
 
 
@@ -132,14 +131,15 @@ def run_one(task: str, command: list[str], run_dir: Path, init: Init, reuse: boo
     info = {"init": init.name, "task": task, "weights": init.weights, "command": command[1:], "returncode": None}
     info_path.write_text(json.dumps(info, indent=1) + "\n")  # marks the directory as ours
     logger.info("%s %s: %s", task, init.name, " ".join(command[1:]))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
     start, cpu = time.perf_counter(), child_cpu_seconds()
-    returncode = subprocess.call(command, env=env, cwd=str(REPO))
+    returncode = subprocess.call(command, env=env)
     info.update(returncode=returncode, wall_time_s=round(time.perf_counter() - start, 1),
                 cpu_time_s=round(child_cpu_seconds() - cpu, 1))
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     if returncode != 0:
-        raise RunDirError(f"{task} run for {init.name!r} failed (exit {returncode}); its log is in {run_dir}.")
+        raise ComparisonError(f"{task} run for {init.name!r} failed (exit {returncode}); its log is in {run_dir}.")
     return read_run(run_dir)
 
 
@@ -147,8 +147,8 @@ def _fresh_run_dir(run_dir: Path) -> None:
     """Empty ``run_dir`` for a new run: only directories an earlier comparison created are removed."""
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not (run_dir / RUN_INFO).is_file():
-            raise RunDirError(f"{run_dir} holds files that tools/compare.py did not write; choose another "
-                              "--output (or move that directory away).")
+            raise ComparisonError(f"{run_dir} holds files that tools/compare.py did not write; choose another "
+                                  "--output (or move that directory away).")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -172,6 +172,6 @@ def run_comparison(inits: Sequence[Init], out_dir: Path, tasks: Sequence[str] = 
         elif task == "seg":
             command = seg_command(seg_config, run_dir, init, seg_opts)
         else:
-            raise InitError(f"unknown task {task!r}; use det and/or seg.")
+            raise ComparisonError(f"unknown task {task!r}; use det and/or seg.")
         records.append(run_one(task, command, run_dir, init, reuse=reuse))
     return records

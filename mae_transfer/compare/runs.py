@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mae_transfer.errors import ComparisonError
+
 RUN_INFO = "compare_run.json"
 METRICS = ("APbox", "APmask", "mIoU")
 TASK_METRICS = {"det": ("APbox", "APmask"), "seg": ("mIoU",)}
@@ -27,10 +29,6 @@ _DET_KEYS = {"APbox": "bbox/AP", "APmask": "segm/AP"}
 _D2_TOTAL_TIME = re.compile(r"Total training time: (\d+):(\d\d):(\d\d)")
 
 Curve = list[tuple[int, float]]
-
-
-class RunDirError(ValueError):
-    """A directory that is not a det/seg run directory (no readable metrics.json)."""
 
 
 @dataclass
@@ -78,8 +76,8 @@ def detect_task(records: list[dict]) -> str:
             return "seg"
     if any("loss" in record for record in records):
         return "seg"
-    raise RunDirError("metrics.json has neither Detectron2 (total_loss, bbox/AP) nor MMSeg "
-                      "(loss, mIoU) entries")
+    raise ComparisonError("metrics.json has neither Detectron2 (total_loss, bbox/AP) nor MMSeg "
+                          "(loss, mIoU) entries")
 
 
 def _det_value(record: dict, key: str) -> float | None:
@@ -162,13 +160,13 @@ def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
-        raise RunDirError(f"{run_dir} has no metrics.json; pass the output directory of a "
-                          "tools/train_det.py or tools/train_seg.py run.")
+        raise ComparisonError(f"{run_dir} has no metrics.json; pass the output directory of a "
+                              "tools/train_det.py or tools/train_seg.py run.")
     records = read_json_lines(metrics_file)
     try:
         task = detect_task(records)
-    except RunDirError as err:
-        raise RunDirError(f"{metrics_file}: {err}; pass a det or seg run directory.") from None
+    except ComparisonError as err:
+        raise ComparisonError(f"{metrics_file}: {err}; pass a det or seg run directory.") from None
     info = json.loads((run_dir / RUN_INFO).read_text()) if (run_dir / RUN_INFO).is_file() else {}
     notes: list[str] = []
     losses, curves = _det_curves(records, notes) if task == "det" else _seg_curves(records)
@@ -191,7 +189,7 @@ def find_run_dirs(roots: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for root in map(Path, roots):
         if not root.exists():
-            raise RunDirError(f"{root} does not exist; pass run directories (or folders holding them).")
+            raise ComparisonError(f"{root} does not exist; pass run directories (or folders holding them).")
         if (root / "metrics.json").is_file():
             found.append(root)
             continue
@@ -199,6 +197,6 @@ def find_run_dirs(roots: list[str | Path]) -> list[Path]:
                         if (p.parent / RUN_INFO).is_file() or (p.parent / "config.yaml").is_file()
                         or any(p.parent.glob("*.py")) or any(p.parent.glob("*/vis_data")))
         if not nested:
-            raise RunDirError(f"no run directory (metrics.json) found under {root}.")
+            raise ComparisonError(f"no run directory (metrics.json) found under {root}.")
         found.extend(nested)
     return found

@@ -13,7 +13,7 @@ import sys
 
 class _MmcvOpsLoader(importlib.abc.Loader):
     def create_module(self, spec):
-        from mae_transfer.compat import mmcv_ops  # registers the stand-in in sys.modules
+        from mae_transfer.compat import mmcv_ops  # noqa: F401  (registers the stand-in in sys.modules)
 
         return sys.modules.get("mmcv.ops")
 

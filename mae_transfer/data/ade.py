@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mae_transfer.errors import ConfigError
 from .cache import generation_lock, is_generated, remove_stale, write_manifest
 from .geometry import rasterize_convex, regular_polygon
 from .render import (SHAPE_CLASSES, grey_background, paint_shapes, sample_shapes, to_uint8)
@@ -25,8 +26,8 @@ def ade_class_names(num_classes: int) -> tuple[str, ...]:
     """Names of labels 1..num_classes (label 0 is 'unlabelled')."""
     names = STUFF_CLASSES + tuple(c.name for c in SHAPE_CLASSES)
     if not 1 <= num_classes <= len(names):
-        raise ValueError(f"num_classes={num_classes} is out of range: the built-in ADE-style data "
-                         f"has 1..{len(names)} classes; pass a value in that range.")
+        raise ConfigError(f"num_classes={num_classes} is out of range: the built-in ADE-style data "
+                          f"has 1..{len(names)} classes; pass a value in that range.")
     return names[:num_classes]
 
 

@@ -11,7 +11,7 @@ import math
 import os
 from typing import Any, Mapping
 
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 
 # Validated datasets, by (json path, size, mtime, image root, masks): children started by
 # ``launch`` inherit the environment variable, so a dataset is checked once per machine.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mae_transfer.errors import ConfigError
 from .geometry import (Polygon, clip_to_box, polygon_area, rasterize_convex, regular_polygon,
                        subtract_convex)
 
@@ -57,8 +58,8 @@ class PlacedShape:
 def shape_classes(num_classes: int) -> tuple[ShapeClass, ...]:
     """The first ``num_classes`` shape categories; raises a clear error when too many are asked."""
     if not 1 <= num_classes <= len(SHAPE_CLASSES):
-        raise ValueError(f"num_classes={num_classes} is out of range: the built-in data has "
-                         f"1..{len(SHAPE_CLASSES)} shape classes; pass a value in that range.")
+        raise ConfigError(f"num_classes={num_classes} is out of range: the built-in data has "
+                          f"1..{len(SHAPE_CLASSES)} shape classes; pass a value in that range.")
     return SHAPE_CLASSES[:num_classes]
 
 

@@ -7,7 +7,7 @@ None for a skipped image, and their datasets then draw another one.
 """
 from __future__ import annotations
 
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)

@@ -5,11 +5,13 @@
     trainer = Trainer(cfg); trainer.resume_or_load(resume=False); trainer.train()
     model = build_model("coco_vitb_mae", ["MODEL.VIT.WEIGHTS", ""], device="cpu")
 """
-from . import backbone  # noqa: F401  (registers the backbones)
-from . import layouts  # noqa: F401  (registers this package's checkpoint layout)
+from . import (
+    backbone,  # noqa: F401  (registers the backbones)
+    layouts,  # noqa: F401  (registers this package's checkpoint layout)
+)
 from .build import build_model
 from .config import ConfigError, add_vit_config, get_det_cfg, load_config
-from .data import build_train_augmentation, register_coco_dataset, prepare_datasets
+from .data import build_train_augmentation, prepare_datasets, register_coco_dataset
 from .engine import NonFiniteLossError, Trainer, create_ddp_model_any_device, summary_line
 
 __all__ = [

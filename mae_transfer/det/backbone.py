@@ -24,6 +24,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 
 from mae_transfer.checkpoints import load_pretrained
+from mae_transfer.errors import ConfigError
 from mae_transfer.models import MultiLevelPyramid, SimplePyramid, VisionTransformer, create_vit
 
 from .config import pyramid_kwargs_from_cfg, vit_kwargs_from_cfg
@@ -122,7 +123,7 @@ def build_vit_multilevel_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> B
     """MAE paper: ViT blocks ``MODEL.VIT.OUT_INDICES`` (4 of them) -> multi-level pyramid -> FPN."""
     out_indices = cfg.MODEL.VIT.OUT_INDICES
     if out_indices is None or len(out_indices) != len(cfg.MODEL.PYRAMID.SCALE_FACTORS):
-        raise ValueError(
+        raise ConfigError(
             f"MODEL.VIT.OUT_INDICES is {out_indices}; the multi-level FPN backbone needs one block id per "
             f"MODEL.PYRAMID.SCALE_FACTORS entry, e.g. [3, 5, 7, 11] for ViT-B."
         )

@@ -16,9 +16,10 @@ import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from mae_transfer.utils.errors import ConfigError, UserError, find_config_file
+from mae_transfer.configs import DET_CONFIG_DIR, DET_SUFFIXES, find_config_file
+from mae_transfer.errors import ConfigError, UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "det"
+CONFIG_DIR = DET_CONFIG_DIR
 
 # MODEL.VIT key -> create_vit keyword. Keys set to None in the config are not passed.
 _VIT_KWARGS = {
@@ -132,7 +133,7 @@ def get_det_cfg() -> CN:
 
 def resolve_config_path(name: str | os.PathLike) -> Path:
     """A path as given, or a bare name (``coco_vitb_mae`` / ``coco_vitb_mae.yaml``) in configs/det."""
-    return find_config_file(name, CONFIG_DIR, (".yaml", ".yml"))
+    return find_config_file(name, CONFIG_DIR, DET_SUFFIXES)
 
 
 def _all_keys(node: CN, prefix: str = "") -> Iterable[str]:

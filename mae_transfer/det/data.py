@@ -16,9 +16,13 @@ from typing import Callable
 import detectron2.data.transforms as T
 from detectron2.config import CfgNode
 from detectron2.data import (
-    DatasetCatalog, DatasetMapper, MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+    DatasetCatalog,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    detection_utils,
 )
-from detectron2.data import detection_utils
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils import comm
@@ -177,7 +181,8 @@ def prepare_datasets(cfg: CfgNode) -> CfgNode:
     if not counts:
         raise ConfigError("DATASETS.TRAIN and DATASETS.TEST are both empty; name a registered dataset.")
     if len(set(counts.values())) > 1:
-        raise ConfigError(f"Training datasets have different numbers of classes {counts}; set MODEL.ROI_HEADS.NUM_CLASSES.")
+        raise ConfigError(f"Training datasets have different numbers of classes {counts}; "
+                          "set MODEL.ROI_HEADS.NUM_CLASSES.")
     cfg = cfg.clone()
     was_frozen = cfg.is_frozen()
     cfg.defrost()

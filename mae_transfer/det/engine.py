@@ -29,6 +29,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from mae_transfer.errors import NonFiniteLossError
 from mae_transfer.optim import find_backbone_prefix
 
 from . import optimizer as det_optimizer
@@ -62,19 +63,17 @@ def share_cpu_threads() -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN/inf; raised on every rank before the optimizer step."""
-
-    def __init__(self, iteration: int, losses: Mapping[str, float], last_checkpoint: str | None = None):
-        self.iteration, self.losses, self.last_checkpoint = iteration, dict(losses), last_checkpoint
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
-        kept = f"; last good checkpoint: {last_checkpoint}" if last_checkpoint else ""
-        super().__init__(
-            f"Training stopped: non-finite loss at iteration {iteration} ({terms}; all terms: "
-            + ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-            + f"{kept}); lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the data, then --resume."
-        )
+def non_finite_loss(iteration: int, losses: Mapping[str, float],
+                    last_checkpoint: str | None = None) -> NonFiniteLossError:
+    """The error that stops every rank before the optimizer step when a loss became NaN/inf."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+    kept = f"; last good checkpoint: {last_checkpoint}" if last_checkpoint else ""
+    return NonFiniteLossError(
+        f"Training stopped: non-finite loss at iteration {iteration} ({terms}; all terms: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        + f"{kept}); lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the data, then --resume.",
+        iteration=iteration, losses=losses, last_checkpoint=last_checkpoint)
 
 
 class _FiniteLossCheck:
@@ -90,7 +89,7 @@ class _FiniteLossCheck:
         if not all(math.isfinite(v) for losses in all_losses for v in losses.values()):
             worst = next(l for l in all_losses if not all(math.isfinite(v) for v in l.values()))  # same on all ranks
             self.stopped_non_finite = True
-            raise NonFiniteLossError(iteration, worst)
+            raise non_finite_loss(iteration, worst)
         super()._write_metrics(loss_dict, data_time, prefix=prefix, iter=iter)
 
 
@@ -161,7 +160,7 @@ class Trainer(DefaultTrainer):
         except NonFiniteLossError as error:  # name the checkpoint that --resume will continue from
             has_last = self.checkpointer.has_checkpoint()
             last = self.checkpointer.get_checkpoint_file() if has_last else "none written yet"
-            raise NonFiniteLossError(error.iteration, error.losses, last) from None
+            raise non_finite_loss(error.iteration, error.losses, last) from None
         logger.info(f"Weights digest at iteration {self.iter}: {weights_digest(self.model)}")
         results = getattr(self, "_last_eval_results", results)
         if comm.is_main_process() and results:

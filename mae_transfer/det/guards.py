@@ -15,7 +15,7 @@ from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
 from mae_transfer.data.coco_check import check_coco_dataset
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 from mae_transfer.utils.run_dir import is_local, pointer_target, refuse_earlier_run
 
 

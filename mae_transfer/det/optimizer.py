@@ -15,6 +15,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.solver.build import maybe_add_gradient_clipping
 
+from mae_transfer.errors import ConfigError
 from mae_transfer.optim import apply_freeze, find_backbone_prefix, param_groups
 
 # The Detectron2 backbone ("backbone.") wraps the ViT ("backbone.net.") with the pyramid, so
@@ -49,7 +50,7 @@ def build_optimizer(cfg: CfgNode, model: torch.nn.Module) -> torch.optim.Optimiz
         optimizer_cls = torch.optim.SGD
         kwargs = dict(momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV)
     else:
-        raise ValueError(f"SOLVER.OPTIMIZER is {cfg.SOLVER.OPTIMIZER!r}; set it to 'ADAMW' or 'SGD'.")
+        raise ConfigError(f"SOLVER.OPTIMIZER is {cfg.SOLVER.OPTIMIZER!r}; set it to 'ADAMW' or 'SGD'.")
     apply_cfg_freeze(cfg, model)
     groups = param_groups(model, base_lr=cfg.SOLVER.BASE_LR, **layer_decay_kwargs(cfg, model))
     optimizer_cls = maybe_add_gradient_clipping(cfg, optimizer_cls)

@@ -5,8 +5,7 @@ import os
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.data import detection_utils
+from detectron2.data import MetadataCatalog, build_detection_test_loader, detection_utils
 from detectron2.utils.visualizer import Visualizer
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .flex import ATTN_IMPLS, disable_flex, flex_attention_biased, use_flex
 from .pos_embed import (
     Size2,
     beit_num_relative_distance,
@@ -23,7 +24,6 @@ from .pos_embed import (
     resize_beit_rel_pos_table,
     to_2tuple,
 )
-from .flex import ATTN_IMPLS, disable_flex, flex_attention_biased, use_flex
 from .sdpa import attention
 
 __all__ = [

@@ -23,6 +23,7 @@ from typing import Iterable, Mapping
 
 from torch import nn
 
+from mae_transfer.errors import ConfigError
 from mae_transfer.models.naming import EMBEDDING_NAMES, block_index, block_indices, find_vit_prefix, is_embedding
 from mae_transfer.utils.logger import get_logger
 
@@ -114,7 +115,7 @@ def _check_overrides(overrides: Mapping[str, Mapping[str, float]], names: list[s
     for pattern, values in overrides.items():
         unknown = set(values) - {"weight_decay", "lr_mult"}
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Layer-decay override {pattern!r} has unknown keys {sorted(unknown)}; "
                 "use 'weight_decay' (replaces it) and/or 'lr_mult' (multiplies the lr scale)."
             )
@@ -220,7 +221,7 @@ def param_groups(
         if s["layer_id"] not in group["layer_ids"]:
             group["layer_ids"].append(s["layer_id"])
     if not groups:
-        raise ValueError(
+        raise ConfigError(
             "The model has no trainable parameter: the freeze policy froze everything; "
             "use 'full', 'last_k_blocks:K' or 'frozen_backbone' instead."
         )

@@ -28,6 +28,8 @@ from typing import Iterable, Mapping, Union
 
 from torch import nn
 
+from mae_transfer.errors import ConfigError
+
 from .layer_decay import infer_num_layers, layer_id_of, resolve_prefix
 
 POLICY_NAMES = ("full", "last_k_blocks", "frozen_backbone", "linear_probe")
@@ -50,7 +52,7 @@ class FreezePolicy:
             return cls()
         if isinstance(spec, Mapping):
             if len(spec) != 1:
-                raise ValueError(f"Freeze policy {dict(spec)!r} must have exactly one key, one of {_VALID}.")
+                raise ConfigError(f"Freeze policy {dict(spec)!r} must have exactly one key, one of {_VALID}.")
             (kind, value), = spec.items()
         elif isinstance(spec, str):
             kind, _, value = (part.strip() for part in spec.partition(":"))
@@ -58,15 +60,15 @@ class FreezePolicy:
             raise TypeError(f"Freeze policy must be a str or a dict, got {type(spec).__name__}: {spec!r}.")
         kind = str(kind).strip().lower()
         if kind not in POLICY_NAMES:
-            raise ValueError(f"Unknown freeze policy {spec!r}; valid policies are {_VALID}.")
+            raise ConfigError(f"Unknown freeze policy {spec!r}; valid policies are {_VALID}.")
         if kind != "last_k_blocks":
             return cls(kind)
         try:
             k = int(value)
         except (TypeError, ValueError):
-            raise ValueError(f"Freeze policy {spec!r} needs an integer K >= 0, e.g. 'last_k_blocks:4'.") from None
+            raise ConfigError(f"Freeze policy {spec!r} needs an integer K >= 0, e.g. 'last_k_blocks:4'.") from None
         if k < 0:
-            raise ValueError(f"Freeze policy {spec!r}: K must be >= 0.")
+            raise ConfigError(f"Freeze policy {spec!r}: K must be >= 0.")
         return cls(kind, k)
 
     def __str__(self) -> str:
@@ -101,7 +103,7 @@ def frozen_parameter_names(
         return [n for n in names if n.startswith(backbone_prefix) or (neck_prefix and n.startswith(neck_prefix))]
     depth = infer_num_layers(in_backbone, backbone_prefix)
     if policy.k > depth:
-        raise ValueError(f"Freeze policy '{policy}' asks for more blocks than the ViT has ({depth}).")
+        raise ConfigError(f"Freeze policy '{policy}' asks for more blocks than the ViT has ({depth}).")
     return [n for n in in_backbone if layer_id_of(n, depth, backbone_prefix) <= depth - policy.k]
 
 

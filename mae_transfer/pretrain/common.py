@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from mae_transfer.errors import MissingFileError
 from mae_transfer.optim import param_groups
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.plotting import pyplot
@@ -25,12 +26,12 @@ def list_images(folder: str | Path) -> list[Path]:
     """All image files below ``folder`` (recursively), sorted; a clear error when there are none."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist; pass --data with a folder "
-                                f"of images (e.g. the built-in one: python -m mae_transfer.data).")
+        raise MissingFileError(f"image folder {folder} does not exist; pass --data with a folder "
+                               f"of images (e.g. the built-in one: python -m mae_transfer.data).")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}; "
-                                f"pass --data with a folder that holds images.")
+        raise MissingFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}; "
+                               f"pass --data with a folder that holds images.")
     return files
 
 

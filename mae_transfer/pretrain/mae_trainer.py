@@ -15,13 +15,23 @@ from typing import Optional
 import torch
 from torchvision import transforms
 
+from mae_transfer.errors import NonFiniteLossError
 from mae_transfer.models.mae import MaskedAutoencoderViT, create_mae, patchify, unpatchify
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.plotting import pyplot
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, ImageFolder, Progress, build_optimizer, cosine_lr,
-                     infinite_batches, plot_curve, set_lr)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolder,
+    Progress,
+    build_optimizer,
+    cosine_lr,
+    infinite_batches,
+    plot_curve,
+    set_lr,
+)
 
 logger = get_logger(__name__)
 
@@ -114,7 +124,7 @@ def pretrain_mae(cfg: MAEPretrainConfig) -> dict:
         imgs = next(batches).to(cfg.device)
         loss, _, _ = model(imgs)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"MAE loss is {loss.item()} at iteration {it}; lower --lr.")
+            raise NonFiniteLossError(f"MAE loss is {loss.item()} at iteration {it}; lower --lr.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

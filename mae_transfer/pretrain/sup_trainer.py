@@ -22,12 +22,21 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from mae_transfer.errors import ConfigError, DataError, MissingFileError, NonFiniteLossError
 from mae_transfer.models import PRESETS, VisionTransformer
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.logger import get_logger
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, Progress, build_optimizer, cosine_lr,
-                     infinite_batches, plot_curve, set_lr)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Progress,
+    build_optimizer,
+    cosine_lr,
+    infinite_batches,
+    plot_curve,
+    set_lr,
+)
 
 logger = get_logger(__name__)
 
@@ -49,7 +58,7 @@ class ViTClassifier(VisionTransformer):
 def create_classifier(name: str, num_classes: int, **overrides) -> ViTClassifier:
     """A ``create_vit`` preset with a classification head (class token on, global attention)."""
     if name not in PRESETS:
-        raise ValueError(f"Unknown ViT preset {name!r}; choose one of {sorted(PRESETS)}.")
+        raise ConfigError(f"Unknown ViT preset {name!r}; choose one of {sorted(PRESETS)}.")
     return ViTClassifier(num_classes, **{**PRESETS[name], "use_cls_token": True, **overrides})
 
 
@@ -64,8 +73,8 @@ class ObjectCrops(Dataset):
 
     def __init__(self, json_path: str | Path, image_dir: str | Path, img_size: int, train: bool):
         if not Path(json_path).is_file():
-            raise FileNotFoundError(f"annotation file {json_path} does not exist; pass --json with a COCO "
-                                    f"instances json (or --data builtin).")
+            raise MissingFileError(f"annotation file {json_path} does not exist; pass --json with a COCO "
+                                   f"instances json (or --data builtin).")
         coco = json.loads(Path(json_path).read_text())
         self.class_names = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
         label_of = {c["id"]: i for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
@@ -73,8 +82,8 @@ class ObjectCrops(Dataset):
         self.items = [(files[a["image_id"]], a["bbox"], label_of[a["category_id"]])
                       for a in coco["annotations"] if not a.get("iscrowd", 0) and min(a["bbox"][2:]) >= 4]
         if not self.items:
-            raise ValueError(f"{json_path} has no usable (non-crowd, >= 4 px) object annotations to "
-                             f"classify; pass a COCO instances json with objects.")
+            raise DataError(f"{json_path} has no usable (non-crowd, >= 4 px) object annotations to "
+                            f"classify; pass a COCO instances json with objects.")
         self.img_size, self.train = img_size, train
         self._images: dict[Path, Image.Image] = {}
         self.to_tensor = transforms.Compose([transforms.ToTensor(),
@@ -169,7 +178,7 @@ def pretrain_supervised(cfg: SupPretrainConfig) -> dict:
         logits = model(imgs)
         loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"classification loss is {loss.item()} at iteration {it}; lower --lr.")
+            raise NonFiniteLossError(f"classification loss is {loss.item()} at iteration {it}; lower --lr.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -8,11 +8,13 @@ and the hooks of :mod:`mae_transfer.seg.hooks` and :mod:`mae_transfer.seg.checkp
 """
 import mae_transfer.compat.mmcv_ops  # noqa: F401  (must precede any mmseg.models import)
 
+# isort: split
+
 import mmseg.models  # noqa: F401,E402  (fills mmseg's registries)
 
+from . import layouts  # noqa: E402,F401  (registers this package's checkpoint layout)
 from .backbone import MAETransferViT  # noqa: E402
 from .build import build_segmentor  # noqa: E402
-from . import layouts  # noqa: E402,F401  (registers this package's checkpoint layout)
 from .checkpoint import CheckpointFitHook, ResumableCheckpointHook  # noqa: E402
 from .hooks import MetricsJsonHook, NonFiniteLossError, NonFiniteLossHook  # noqa: E402
 from .neck import MAETransferPyramid  # noqa: E402

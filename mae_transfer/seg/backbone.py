@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from mae_transfer.checkpoints import load_pretrained
+from mae_transfer.errors import ConfigError
 from mae_transfer.models import VisionTransformer, create_vit
 
 
@@ -25,9 +26,9 @@ class MAETransferViT(BaseModule):
         img_size: training crop size (int or (h, w)); position tables are built for it and resized
             on the fly for other input sizes (whole-image inference on larger images).
         pretrain_img_size: grid the absolute position table is stored and learned at; default
-            the crop's token grid (``img_size // feature_stride``), as MMSeg's MAE/BEiT backbones: a checkpoint's 224 table (197 tokens) is
-            resized once at load (bicubic) to the crop grid (1025 tokens at 512, patch 16), learned
-            there, and used as is by sliding-window inference (window = crop).
+            the crop's token grid (``img_size // feature_stride``), as MMSeg's MAE/BEiT backbones:
+            a checkpoint's 224 table (197 tokens) is resized once at load (bicubic) to the crop
+            grid (1025 tokens at 512, patch 16), learned there, and used as is by sliding-window inference (window = crop).
         out_indices: 0-based blocks whose outputs are returned (MAE/BEiT UperNet: 3, 5, 7, 11).
         pretrained: checkpoint path or URL loaded by :func:`mae_transfer.checkpoints.load_pretrained`
             (any layout it recognises; the load report is logged). ``init_cfg=dict(type='Pretrained',
@@ -48,8 +49,8 @@ class MAETransferViT(BaseModule):
         super().__init__(init_cfg=None)
         if init_cfg is not None:
             if init_cfg.get("type") != "Pretrained" or pretrained is not None:
-                raise ValueError("MAETransferViT: use either pretrained='path' or "
-                                 "init_cfg=dict(type='Pretrained', checkpoint='path'), not both/other.")
+                raise ConfigError("MAETransferViT: use either pretrained='path' or "
+                                  "init_cfg=dict(type='Pretrained', checkpoint='path'), not both/other.")
             pretrained = init_cfg["checkpoint"]
         if isinstance(img_size, Sequence):
             img_size = tuple(img_size)

@@ -6,19 +6,20 @@ from typing import Any, Mapping, Sequence
 
 from mmengine.config import Config, ConfigDict
 
+from mae_transfer.configs import SEG_CONFIG_DIR, SEG_SUFFIXES, find_config_file
 from mae_transfer.data import builtin_dataset
-from mae_transfer.utils.errors import ConfigError, find_config_file
+from mae_transfer.errors import ConfigError
 
-from .config_check import check_overrides
 from .checkpoint import find_last_checkpoint
+from .config_check import check_overrides
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "seg"
+CONFIG_DIR = SEG_CONFIG_DIR
 ADE_SPLITS = ("training", "validation")
 
 
 def resolve_config(name_or_path: str) -> Path:
     """A config file path, or a bare name (``ade20k_vitb_mae``) resolved in ``configs/seg/``."""
-    return find_config_file(name_or_path, CONFIG_DIR, (".py",))
+    return find_config_file(name_or_path, CONFIG_DIR, SEG_SUFFIXES)
 
 
 def load_config(name_or_path: str, cfg_options: Mapping[str, Any] | None = None) -> Config:

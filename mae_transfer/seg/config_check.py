@@ -16,7 +16,7 @@ from mmengine.runner import LogProcessor, Runner
 from mmseg import registry as r
 from torch.utils.data import DataLoader
 
-from mae_transfer.utils.errors import ConfigError, UserError
+from mae_transfer.errors import ConfigError, UserError
 
 from .optimizer import PARAMWISE_KEYS
 

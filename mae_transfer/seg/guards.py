@@ -17,7 +17,7 @@ from typing import Mapping
 from mmengine.config import Config
 
 from mae_transfer.checkpoints import read_checkpoint
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 from mae_transfer.utils.run_dir import is_local, refuse_earlier_run
 
 from .config_check import check_component_keys

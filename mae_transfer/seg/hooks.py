@@ -22,16 +22,13 @@ from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
+from mae_transfer.errors import NonFiniteLossError
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.run_dir import pointer_target
 
 logger = get_logger(__name__)
 
 SUMMARY_PREFIX = "mae_transfer seg result:"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when a training loss is NaN or infinite."""
 
 
 def _scalar(value: Any) -> float:
@@ -101,9 +98,11 @@ class NonFiniteLossHook(Hook):
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.item() == 0:
             return
-        kept = pointer_target(runner.work_dir) or "none was saved yet"
+        kept = pointer_target(runner.work_dir)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items()) or "on another rank"
+        kept_text = kept or "none was saved yet"
         raise NonFiniteLossError(
             f"Non-finite loss at iteration {runner.iter + 1} ({shown}); training stopped without "
-            f"saving these weights (last good checkpoint: {kept}). Lower the learning rate, "
-            "enable gradient clipping (optim_wrapper.clip_grad) or check the data.")
+            f"saving these weights (last good checkpoint: {kept_text}). Lower the learning rate, "
+            "enable gradient clipping (optim_wrapper.clip_grad) or check the data.",
+            iteration=runner.iter + 1, losses=terms, last_checkpoint=kept)

@@ -3,7 +3,7 @@
 MMEngine's ``train_step`` hands the summed loss to ``optim_wrapper.update_params``, which runs
 backward and ``optimizer.step``. :class:`FiniteCheckOptimWrapper` (and the AMP variant) checks
 first: a finiteness flag is all-reduced (MAX) over the ranks, so when any rank's loss is NaN/inf
-every rank raises the same :class:`~mae_transfer.seg.hooks.NonFiniteLossError` (iteration, loss
+every rank raises the same :class:`~mae_transfer.errors.NonFiniteLossError` (iteration, loss
 terms of the first bad rank, last good checkpoint) and no rank steps or saves. The loss terms
 come from the model's ``parse_losses``, watched by :func:`watch_loss_terms`.
 
@@ -12,7 +12,6 @@ come from the model's ``parse_losses``, watched by :func:`watch_loss_terms`.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +21,8 @@ from mmengine.logging import MessageHub
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-from mae_transfer.seg.hooks import NonFiniteLossError
+from mae_transfer.errors import NonFiniteLossError
+from mae_transfer.utils.run_dir import pointer_target
 
 # The last loss terms (detached tensors) of this process's model, set by watch_loss_terms.
 _last_terms: dict[str, torch.Tensor] = {}
@@ -71,14 +71,13 @@ class _FiniteCheck:
         raise NonFiniteLossError(
             f"Non-finite loss at iteration {iteration} ("
             + ", ".join(f"{k}={v:.4g}" for k, v in shown.items())
-            + f" on rank {rank}); every rank stopped before the optimizer step, without saving these weights (last good "
-            f"checkpoint: {last_checkpoint(self.work_dir)}). Lower the learning rate, enable gradient clipping "
-            "(optim_wrapper.clip_grad) or check the data, then --resume.")
+            + f" on rank {rank}); every rank stopped before the optimizer step, without saving these weights "
+            f"(last good checkpoint: {last_checkpoint(self.work_dir)}). Lower the learning rate, enable "
+            "gradient clipping (optim_wrapper.clip_grad) or check the data, then --resume.")
 
 
 def last_checkpoint(work_dir: str | None) -> str:
-    pointer = Path(work_dir or ".") / "last_checkpoint"
-    return pointer.read_text().strip() if pointer.is_file() else "none was saved yet"
+    return pointer_target(work_dir or ".") or "none was saved yet"
 
 
 @OPTIM_WRAPPERS.register_module()

@@ -27,6 +27,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
+from mae_transfer.errors import ConfigError
 from mae_transfer.optim import apply_freeze, find_backbone_prefix, param_groups
 
 PARAMWISE_KEYS = ("layer_decay_rate", "num_layers", "freeze", "backbone_prefix", "neck_prefix", "overrides")
@@ -36,7 +37,7 @@ def _checked(paramwise_cfg: Mapping | None) -> dict:
     cfg = dict(paramwise_cfg or {})
     unknown = set(cfg) - set(PARAMWISE_KEYS)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"optim_wrapper.paramwise_cfg has unknown keys {sorted(unknown)} for "
             f"MAETransferOptimizerConstructor; valid keys: {', '.join(PARAMWISE_KEYS)}."
         )
@@ -70,7 +71,7 @@ class MAETransferOptimizerConstructor(DefaultOptimWrapperConstructor):
         wrapped = hasattr(model, "module")
         model = model.module if wrapped else model
         if self.base_lr is None:
-            raise ValueError("optim_wrapper.optimizer needs 'lr' for MAETransferOptimizerConstructor.")
+            raise ConfigError("optim_wrapper.optimizer needs 'lr' for MAETransferOptimizerConstructor.")
         trainable_before = [p.requires_grad for p in model.parameters()]
         apply_paramwise_freeze(model, self.paramwise_cfg)
         if wrapped and trainable_before != [p.requires_grad for p in model.parameters()]:

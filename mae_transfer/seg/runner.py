@@ -30,6 +30,7 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
+from mae_transfer.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from mae_transfer.utils.dist import dist_timeout, gather_rng_states, is_distributed, is_peer_failure, lost_rank_error
 from mae_transfer.utils.fileio import atomic_write_file
 from mae_transfer.utils.logger import get_logger
@@ -48,10 +49,6 @@ logger = get_logger(__name__)
 DEFAULT_HOOKS = ("MetricsJsonHook", "ResumableCheckpointHook")
 
 
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint that cannot be read safely (or at all)."""
-
-
 def init_distributed(launcher: str) -> tuple[int, int]:
     """Initialise the default process group for ``launcher`` ("none", "pytorch" or "slurm").
 
@@ -65,7 +62,7 @@ def init_distributed(launcher: str) -> tuple[int, int]:
     if launcher == "slurm":
         _slurm_env_to_torch_env()
     elif launcher != "pytorch":
-        raise ValueError(f"--launcher {launcher!r} is not supported; use none, pytorch or slurm.")
+        raise ConfigError(f"--launcher {launcher!r} is not supported; use none, pytorch or slurm.")
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
@@ -193,21 +190,21 @@ class MAETransferRunner(Runner):
     def load_checkpoint(self, filename: str, *args, **kwargs):
         unsafe = bool(self.cfg.get("unsafe_load", False))
         if is_local(filename) and not Path(filename).is_file():
-            raise CheckpointLoadError(f"Checkpoint {filename} does not exist; check the path.")
+            raise CheckpointError(f"Checkpoint {filename} does not exist; check the path.")
         try:
             with _unsafe_torch_load(unsafe):
                 return super().load_checkpoint(filename, *args, **kwargs)
         except pickle.UnpicklingError as error:
             if "Weights only load failed" in str(error):
-                raise CheckpointLoadError(
+                raise UnsafeCheckpointError(
                     f"Checkpoint {filename} contains pickled Python objects that could run code when "
                     "loaded; if you trust its source, pass --unsafe-load (cfg unsafe_load=True).") from None
-            raise CheckpointLoadError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
-                                      "use another checkpoint.") from None
+            raise CheckpointError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
+                                  "use another checkpoint.") from None
         except (RuntimeError, EOFError) as error:
             if "zip archive" in str(error) or "central directory" in str(error) or isinstance(error, EOFError):
-                raise CheckpointLoadError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
-                                          "use another checkpoint.") from None
+                raise CheckpointError(f"Checkpoint {filename} is corrupt or truncated ({error}); "
+                                      "use another checkpoint.") from None
             raise
 
 

@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmseg.registry import TRANSFORMS
 
 from mae_transfer.data.unreadable import UnreadableImages, error_reason
-from mae_transfer.utils.errors import UserError
+from mae_transfer.errors import UserError
 
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 

@@ -20,16 +20,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from mae_transfer.errors import ConfigError, LostRankError
 
 logger = logging.getLogger("mae_transfer.dist")
 
 TIMEOUT_ENV = "MAE_TRANSFER_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 1800.0  # what torch uses for gloo/NCCL by default (30 minutes)
-
-
-class LostRankError(UserError):
-    """Another process of the run died or stopped answering; this rank stops too."""
 
 
 def dist_timeout(seconds: float | None = None) -> datetime.timedelta:
@@ -39,9 +35,9 @@ def dist_timeout(seconds: float | None = None) -> datetime.timedelta:
         try:
             seconds = float(raw) if raw else DEFAULT_TIMEOUT_S
         except ValueError:
-            raise UserError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds; set it to e.g. 600.") from None
+            raise ConfigError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds; set it to e.g. 600.") from None
     if seconds <= 0:
-        raise UserError(f"The distributed timeout must be positive (got {seconds} s); pass e.g. --dist-timeout 600.")
+        raise ConfigError(f"The distributed timeout must be positive (got {seconds} s); pass e.g. --dist-timeout 600.")
     return datetime.timedelta(seconds=seconds)
 
 

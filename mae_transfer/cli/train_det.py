@@ -1,8 +1,17 @@
-"""Command line of ``tools/train_det.py``: Detectron2 ``train_net.py`` semantics on CPU or GPUs.
+"""Train / evaluate Mask R-CNN with a plain ViT backbone (Detectron2 ``train_net.py`` semantics).
 
-    python tools/train_det.py --config coco_vitb_mae.yaml --num-gpus 8
-    python tools/train_det.py --config demo_vit_tiny --num-gpus 2 SOLVER.MAX_ITER 20     # CPU: 2 gloo processes
-    python tools/train_det.py --config coco_vitb_mae --eval-only --vis 8 MODEL.WEIGHTS out/model_final.pth
+    mae-train-det --config coco_vitb_mae.yaml --num-gpus 8
+    mae-train-det --config demo_vit_tiny                       # CPU, built-in data
+    mae-train-det --config demo_vit_tiny --num-gpus 2          # CPU: 2 gloo processes
+    mae-train-det --config coco_vitb_mae --resume              # continue after a crash
+    mae-train-det --config coco_vitb_mae --eval-only --vis 8 MODEL.WEIGHTS output/model_final.pth
+    mae-train-det --config demo_vit_tiny --register-coco mine_train train.json images/ \
+        DATASETS.TRAIN "('mine_train',)" DATASETS.TEST "()"
+
+(``python tools/train_det.py`` and ``python -m mae_transfer.cli.train_det`` are the same command.)
+Multi-machine: run on every machine with --num-machines M --machine-rank R --dist-url tcp://HOST0:PORT.
+SOLVER.IMS_PER_BATCH is the total batch over all processes; see configs/det/Base-ViTDet-MaskRCNN.yaml
+for scaling the learning rate with it.
 """
 from __future__ import annotations
 
@@ -10,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -17,21 +27,16 @@ from detectron2.config import CfgNode
 from detectron2.engine import default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+from torch.multiprocessing import ProcessExitedException
 
-from mae_transfer.checkpoints import CheckpointMismatchError, CheckpointReadError
-from mae_transfer.utils.dist import TIMEOUT_ENV, LostRankError, dist_timeout, is_peer_failure, lost_rank_error
-from mae_transfer.utils.errors import UserError, one_sentence
-
-from .checkpoint import AtomicCheckpointer
-from .config import ConfigError, load_config, resolve_config_path
-from .data import prepare_datasets, register_coco_dataset
-from .engine import NonFiniteLossError, Trainer, share_cpu_threads, summary_line
-from .guards import check_inputs, check_output_dir
-from .visualize import save_visualizations
-
-# Problems a user can cause and fix; reported as one sentence, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointReadError, CheckpointMismatchError, NonFiniteLossError, LostRankError, UserError)
+from mae_transfer.det.checkpoint import AtomicCheckpointer
+from mae_transfer.det.config import load_config, resolve_config_path
+from mae_transfer.det.data import prepare_datasets, register_coco_dataset
+from mae_transfer.det.engine import Trainer, share_cpu_threads, summary_line
+from mae_transfer.det.guards import check_inputs, check_output_dir
+from mae_transfer.det.visualize import save_visualizations
+from mae_transfer.errors import ConfigError, LostRankError, report_errors
+from mae_transfer.utils.dist import TIMEOUT_ENV, dist_timeout, is_peer_failure, lost_rank_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +132,7 @@ def _drop_earlier_log_handlers() -> None:
     setup_logger.cache_clear()
 
 
-def main(args: argparse.Namespace):
+def train_worker(args: argparse.Namespace):
     """One process's job (called once, or by ``launch`` in every process)."""
     cfg = build_config(args)
     share_cpu_threads()
@@ -162,31 +167,26 @@ def main(args: argparse.Namespace):
             dist.destroy_process_group()  # gloo processes can abort at exit without this
 
 
-def run(argv: list[str] | None = None) -> int:
+@report_errors("train_det")
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse, check the config in this process, then train/evaluate in 1..N processes."""
     args = parse_args(argv)
     if args.num_gpus is None:
         args.num_gpus = max(torch.cuda.device_count(), 1)
+    if args.num_machines > 1 and args.dist_url == "auto":
+        raise ConfigError("--num-machines > 1 needs --dist-url tcp://HOST:PORT of machine 0.")
+    build_config(args)  # user errors surface here once, before any process starts
     try:
-        if args.num_machines > 1 and args.dist_url == "auto":
-            raise ConfigError("--num-machines > 1 needs --dist-url tcp://HOST:PORT of machine 0.")
-        build_config(args)  # user errors surface here once, before any process starts
-        timeout = dist_timeout(args.dist_timeout)
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,), timeout=timeout)
-    except USER_ERRORS as err:
-        print(f"error: {one_sentence(err)}", file=sys.stderr)
-        return 1
-    except ProcessRaisedException as err:  # a spawned process failed; show its last line
-        last = str(err).strip().splitlines()[-1]
-        if any(last.startswith(f"{cls.__module__}.{cls.__name__}:") for cls in USER_ERRORS):
-            print(f"error: {last.split(': ', 1)[1]}", file=sys.stderr)
-            return 1
-        raise
+        launch(train_worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,), timeout=dist_timeout(args.dist_timeout))
     except ProcessExitedException as err:  # a process of this machine died without raising (killed, OOM)
         rank = args.machine_rank * args.num_gpus + err.error_index
-        print(f"error: rank {rank} (process {err.error_pid}) died with exit code {err.exit_code}"
-              f"{f' ({err.signal_name})' if err.signal_name else ''}; the other processes of this machine were "
-              "stopped; check its memory and log, then restart with --resume.", file=sys.stderr)
-        return 1
+        signal = f" ({err.signal_name})" if err.signal_name else ""
+        raise LostRankError(f"rank {rank} (process {err.error_pid}) died with exit code {err.exit_code}{signal}; "
+                            "the other processes of this machine were stopped; check its memory and log, then "
+                            "restart with --resume.") from None
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

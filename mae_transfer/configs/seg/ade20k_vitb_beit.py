@@ -7,5 +7,6 @@
 # Weights: BEiT self-supervised on ImageNet-1K (the paper's setting), saved as the file below. BEiT's
 # public beit_base_patch16_224_pt22k.pth loads the same way but is ImageNet-22K pretraining.
 _base_ = ["ade20k_vitb_mae.py"]
-model = dict(backbone=dict(arch="beit_base_patch16", layer_scale=0.1, pretrained="pretrain/beit_base_patch16_224_pt1k.pth"))
+model = dict(backbone=dict(arch="beit_base_patch16", layer_scale=0.1,
+                           pretrained="pretrain/beit_base_patch16_224_pt1k.pth"))
 optim_wrapper = dict(optimizer=dict(lr=4e-4))

@@ -14,7 +14,9 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
     dist_cfg=dict(backend="nccl"),
 )
-vis_backends = [dict(type="LocalVisBackend")]
+# Scalars also go to TensorBoard events (WORK_DIR/<timestamp>/vis_data/events.out.tfevents.*), as
+# Detectron2 runs write them, so `tensorboard --logdir output` shows det and seg runs side by side.
+vis_backends = [dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")]
 visualizer = dict(type="SegLocalVisualizer", vis_backends=vis_backends, name="visualizer")
 log_processor = dict(by_epoch=False)
 log_level = "INFO"
