@@ -28,7 +28,8 @@ class MAETransferViT(BaseModule):
         pretrain_img_size: grid the absolute position table is stored and learned at; default
             the crop's token grid (``img_size // feature_stride``), as MMSeg's MAE/BEiT backbones:
             a checkpoint's 224 table (197 tokens) is resized once at load (bicubic) to the crop
-            grid (1025 tokens at 512, patch 16), learned there, and used as is by sliding-window inference (window = crop).
+            grid (1025 tokens at 512, patch 16), learned there, and used as is by sliding-window
+            inference (window = crop).
         out_indices: 0-based blocks whose outputs are returned (MAE/BEiT UperNet: 3, 5, 7, 11).
         pretrained: checkpoint path or URL loaded by :func:`mae_transfer.checkpoints.load_pretrained`
             (any layout it recognises; the load report is logged). ``init_cfg=dict(type='Pretrained',
