@@ -6,7 +6,8 @@
     python tools/inspect_param_groups.py --config my.yaml --json params.json
 
 The model is built on the "meta" device (no memory, no weights loaded), the config's freeze policy
-is applied and the same layer-decay rule as in training (``mae_transfer.optim``) is evaluated.
+is applied and the same layer-decay rule as in training (``mae_transfer.optim``) is evaluated; the
+header names the config's weight-decay rule (``vitdet``, ``beit`` or ``mae``).
 ``--json`` writes one record per parameter: name, shape, layer_id, lr_scale, weight_decay, trainable.
 """
 from __future__ import annotations
@@ -65,8 +66,11 @@ def det_settings(config: str) -> tuple[list[dict], float, str]:
 
     model = _on_meta(build)
     apply_cfg_freeze(cfg, model)
-    records = param_settings(model, **layer_decay_kwargs(cfg, model))
-    return records, cfg.SOLVER.BASE_LR, f"freeze {cfg.MODEL.VIT.FREEZE}, layer decay {cfg.SOLVER.LAYER_DECAY}"
+    kwargs = layer_decay_kwargs(cfg, model)
+    records = param_settings(model, **kwargs)
+    summary = (f"freeze {cfg.MODEL.VIT.FREEZE}, layer decay {cfg.SOLVER.LAYER_DECAY}, "
+               f"weight-decay rule {kwargs['weight_decay_rule']}")
+    return records, cfg.SOLVER.BASE_LR, summary
 
 
 def seg_settings(config: str) -> tuple[list[dict], float, str]:
@@ -83,8 +87,10 @@ def seg_settings(config: str) -> tuple[list[dict], float, str]:
     optimizer_cfg = cfg.optim_wrapper.optimizer
     paramwise = cfg.optim_wrapper.get("paramwise_cfg") or {}
     apply_paramwise_freeze(model, paramwise)
-    records = param_settings(model, **layer_decay_kwargs(model, optimizer_cfg, paramwise))
-    summary = f"freeze {paramwise.get('freeze', 'full')}, layer decay {paramwise.get('layer_decay_rate', 1.0)}"
+    kwargs = layer_decay_kwargs(model, optimizer_cfg, paramwise)
+    records = param_settings(model, **kwargs)
+    summary = (f"freeze {paramwise.get('freeze', 'full')}, layer decay {paramwise.get('layer_decay_rate', 1.0)}, "
+               f"weight-decay rule {kwargs['weight_decay_rule']}")
     return records, optimizer_cfg["lr"], summary
 
 

@@ -83,6 +83,9 @@ def add_vit_config(cfg: CN) -> CN:
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's) | "ADAMW"
     cfg.SOLVER.BETAS = (0.9, 0.999)
     cfg.SOLVER.LAYER_DECAY = 1.0  # lr scale decay ** (num_layers + 1 - layer_id); 1.0 = off
+    # Which tensors get no weight decay (mae_transfer.optim.layer_decay): "vitdet" (Detectron2's
+    # ViTDet configs: torch.nn norm layers and pos_embed), "beit" or "mae".
+    cfg.SOLVER.WEIGHT_DECAY_RULE = "vitdet"
 
     lsj = cfg.INPUT.LSJ = CN()
     lsj.ENABLED = False  # large-scale jitter replaces ResizeShortestEdge when enabled
