@@ -9,7 +9,6 @@ the installed package; they are extracted once into a cache folder (``$MAE_TRANS
 from __future__ import annotations
 
 import os
-import re
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,6 @@ REFERENCES = {
     "coco_vitb_mae": "COCO/mask_rcnn_vitdet_b_100ep.py",
     "coco_vitl_mae": "COCO/mask_rcnn_vitdet_l_100ep.py",
 }
-# our parameter names -> Detectron2 ViTDet names (the rest are equal)
-_NAME_MAP = [
-    (re.compile(r"^backbone\.pyramid\.stage(\d)\."), lambda m: f"backbone.simfp_{int(m.group(1)) + 2}."),
-]
 
 
 def detectron2_tarball() -> Path:
@@ -69,19 +64,12 @@ def load_reference(name: str):
     return LazyConfig.load(str(vitdet_config_dir() / name))
 
 
-def our_name_to_reference(name: str) -> str:
-    for pattern, repl in _NAME_MAP:
-        name = pattern.sub(repl, name)
-    return name
-
-
-def _tensors(model: torch.nn.Module, lr_wd: dict[str, tuple[float, float]], rename=lambda n: n) -> dict:
-    """Reference name -> shape, lr scale, weight decay and (for parameters no checkpoint sets) init."""
+def _tensors(model: torch.nn.Module, lr_wd: dict[str, tuple[float, float]]) -> dict:
+    """Name -> shape, lr scale, weight decay and (for parameters no checkpoint sets) init."""
     tensors = {}
     for name, param in model.named_parameters():
-        new = rename(name)
-        init = init_signature(param) if is_new_parameter(new, "backbone.net.") else None
-        tensors[new] = dict(shape=list(param.shape), lr_scale=lr_wd[name][0], weight_decay=lr_wd[name][1], init=init)
+        init = init_signature(param) if is_new_parameter(name, "backbone.net.") else None
+        tensors[name] = dict(shape=list(param.shape), lr_scale=lr_wd[name][0], weight_decay=lr_wd[name][1], init=init)
     return tensors
 
 
@@ -176,7 +164,9 @@ def ours(config: str, opts: list[str] | None = None) -> Recipe:
         "test.datasets": list(cfg.DATASETS.TEST),
         **_model_settings(model),
     }
-    return Recipe(name=config, tensors=_tensors(model, lr_wd, our_name_to_reference), settings=settings)
+    # the Detectron2 backbone keeps ViTDet's parameter names (backbone.net.*, backbone.simfp_*), so
+    # tensors compare without renaming; a renamed tensor shows up as missing on one side
+    return Recipe(name=config, tensors=_tensors(model, lr_wd), settings=settings)
 
 
 def _points(cfg: CfgNode) -> list[int]:

@@ -40,7 +40,6 @@ _NAME_MAP = [
     (re.compile(r"^neck\.pyramid\.fpn2\."), "neck.upsample_2x."),
 ]
 SAMPLED_ITERS = (0, 1, 750, 1499, 1500, 1501, 80000, 159999)
-TRAIN_KEYS = ("train_pipeline", "test_pipeline")
 
 
 def mmseg_config_dir() -> Path:
