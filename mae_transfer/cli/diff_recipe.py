@@ -17,10 +17,9 @@ Exit status: 0 = identical apart from listed deviations, 1 = unlisted difference
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from pathlib import Path
-
-import yaml
 
 from mae_transfer.recipe_diff import apply_deviations, deviations_path, diff_recipes, load_deviations, report
 from mae_transfer.utils.errors import ConfigError
@@ -54,6 +53,14 @@ def _default_reference(references: dict[str, str], config: str) -> str:
     return references[stem]
 
 
+def _literal(text: str):
+    """A Python literal (``2e-4``, ``(512, 512)``, ``True``), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def build_recipes(config: str, reference: str | None, overrides: list[list[str]]):
     """(ours, reference, path of the config) for a Detectron2 or MMSeg config."""
     if framework_of(config) == "det":
@@ -66,7 +73,7 @@ def build_recipes(config: str, reference: str | None, overrides: list[list[str]]
     from mae_transfer.seg import recipe
     from mae_transfer.seg.config import resolve_config
 
-    options = {key: yaml.safe_load(value) for key, value in overrides}
+    options = {key: _literal(value) for key, value in overrides}
     ours = recipe.ours(config, options)
     ref = recipe.reference(reference or _default_reference(recipe.REFERENCES, config))
     return ours, ref, resolve_config(config)
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", help="reference config: a ViTDet LazyConfig relative to projects/ViTDet/configs, "
                                             "or an MMSeg config relative to mmseg/.mim/configs (default: the config's own)")
     parser.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="change our config before comparing (yacs KEY VALUE, or MMEngine dotted key = YAML value)")
+                        help="change our config before comparing (yacs KEY VALUE, or an MMEngine dotted key and a Python literal)")
     parser.add_argument("--deviations", type=Path, help="deviations file (default: CONFIG.deviations.yaml beside it)")
     args = parser.parse_args(argv)
     try:

@@ -92,11 +92,38 @@ def _model_settings(model: torch.nn.Module) -> dict[str, Any]:
         "test.detections_per_image": predictor.test_topk_per_image,
         "rpn.pre_nms_topk": list(rpn.pre_nms_topk.values()) if isinstance(rpn.pre_nms_topk, dict) else rpn.pre_nms_topk,
         "rpn.post_nms_topk": list(rpn.post_nms_topk.values()) if isinstance(rpn.post_nms_topk, dict) else rpn.post_nms_topk,
+        **_head_settings(rpn, heads),
     }
 
 
+def _head_settings(rpn: torch.nn.Module, heads: torch.nn.Module) -> dict[str, Any]:
+    """Sampling, matching, losses, anchors and poolers of the RPN and ROI heads."""
+    predictor, pooler = heads.box_predictor, heads.box_pooler.level_poolers[0]
+    return {
+        "rpn.anchors": [[round(float(v), 3) for v in a.flatten()] for a in rpn.anchor_generator.cell_anchors],
+        "rpn.sampling": [rpn.batch_size_per_image, rpn.positive_fraction, rpn.nms_thresh],
+        "rpn.matcher": [list(rpn.anchor_matcher.thresholds), list(rpn.anchor_matcher.labels)],
+        "rpn.loss": [rpn.box_reg_loss_type, rpn.smooth_l1_beta, _weights(rpn.loss_weight, ("loss_rpn_cls", "loss_rpn_loc"))],
+        "roi.sampling": [heads.batch_size_per_image, heads.positive_fraction],
+        "roi.matcher": [list(heads.proposal_matcher.thresholds), list(heads.proposal_matcher.labels)],
+        "roi.box_loss": [predictor.box_reg_loss_type, predictor.smooth_l1_beta,
+                         _weights(predictor.loss_weight, ("loss_cls", "loss_box_reg")),
+                         list(predictor.box2box_transform.weights)],
+        "roi.box_pooler": [type(pooler).__name__, list(pooler.output_size), pooler.sampling_ratio,
+                           getattr(pooler, "aligned", None)],
+        "roi.mask_pooler": [list(heads.mask_pooler.level_poolers[0].output_size), len(heads.mask_pooler.level_poolers)],
+    }
+
+
+def _weights(loss_weight, keys: tuple[str, ...]) -> dict[str, float]:
+    """Effective loss weights (Detectron2 multiplies a loss missing from the dict by 1)."""
+    if isinstance(loss_weight, (int, float)):
+        return {k: float(loss_weight) for k in keys}
+    return {k: float(loss_weight.get(k, 1.0)) for k in keys}
+
+
 def _padded_sizes(backbone: torch.nn.Module) -> dict[str, list[int]]:
-    """Batch size after GeneralizedRCNN's padding (size divisibility, square pad) for sample images."""
+    """Image size after GeneralizedRCNN's padding (size divisibility, square pad) for sample images."""
     from detectron2.structures import ImageList
 
     sizes = {}
