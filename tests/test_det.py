@@ -21,7 +21,7 @@ from mae_transfer.det.checkpoint import AtomicCheckpointer
 from mae_transfer.det.cli import run
 from mae_transfer.det.config import CONFIG_DIR
 
-COCO_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("coco_*.yaml"))
+COCO_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("coco_*.yaml") if not p.name.endswith(".deviations.yaml"))
 NO_WEIGHTS = ["MODEL.VIT.WEIGHTS", "", "MODEL.ROI_HEADS.NUM_CLASSES", 80]
 
 
