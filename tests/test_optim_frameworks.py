@@ -24,20 +24,21 @@ from _optim_models import ToyDetector, ToySegmentor, tiny_vit
 DEPTH, LR, WD, DECAY, FREEZE = 6, 1e-3, 0.05, 0.65, "last_k_blocks:4"
 
 
-def det_cfg(freeze: str = FREEZE, clip: bool = False):
+def det_cfg(freeze: str = FREEZE, clip: bool = False, rule: str = "vitdet"):
     cfg = get_det_cfg()
+    cfg.SOLVER.WEIGHT_DECAY_RULE = rule
     cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "ADAMW", LR, WD
     cfg.SOLVER.LAYER_DECAY, cfg.MODEL.VIT.FREEZE = DECAY, freeze
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = clip
     return cfg
 
 
-def seg_optim_cfg(freeze: str = FREEZE) -> dict:
+def seg_optim_cfg(freeze: str = FREEZE, rule: str = "beit") -> dict:
     return dict(
         type="OptimWrapper",
         optimizer=dict(type="AdamW", lr=LR, betas=(0.9, 0.999), weight_decay=WD),
         constructor="MAETransferOptimizerConstructor",
-        paramwise_cfg=dict(layer_decay_rate=DECAY, freeze=freeze),
+        paramwise_cfg=dict(layer_decay_rate=DECAY, freeze=freeze, weight_decay_rule=rule),
     )
 
 
@@ -48,13 +49,15 @@ def per_param(optimizer: torch.optim.Optimizer, model: torch.nn.Module, prefix: 
             for g in optimizer.param_groups for p in g["params"] if names[id(p)].startswith(prefix)}
 
 
+@pytest.mark.parametrize("rule", ["vitdet", "beit", "mae"])
 @pytest.mark.parametrize("freeze", ["full", FREEZE])
-def test_detectron2_and_mmseg_give_each_backbone_parameter_the_same_lr_and_wd(freeze):
+def test_detectron2_and_mmseg_give_each_backbone_parameter_the_same_lr_and_wd(freeze, rule):
+    """With the same weight-decay rule selected in each framework's config key."""
     torch.manual_seed(0)
     vit = tiny_vit(depth=DEPTH)
     det, seg = ToyDetector(copy.deepcopy(vit)), ToySegmentor(copy.deepcopy(vit))
-    det_opt = build_optimizer(det_cfg(freeze), det)
-    seg_opt = build_optim_wrapper(seg, seg_optim_cfg(freeze)).optimizer
+    det_opt = build_optimizer(det_cfg(freeze, rule=rule), det)
+    seg_opt = build_optim_wrapper(seg, seg_optim_cfg(freeze, rule=rule)).optimizer
     assert type(det_opt) is type(seg_opt) is torch.optim.AdamW
     det_params, seg_params = per_param(det_opt, det, "backbone.net."), per_param(seg_opt, seg, "backbone.")
     assert det_params == seg_params
@@ -133,7 +136,7 @@ def test_real_detector_and_segmentor_from_shipped_configs_agree_on_the_backbone(
         "MODEL.DEVICE", "cpu", "MODEL.VIT.REL_POS", vit["rel_pos"], "MODEL.VIT.WINDOW_SIZE", "0",
         "MODEL.VIT.USE_CLS_TOKEN", "False", "MODEL.VIT.LAYER_SCALE", "None", "MODEL.VIT.DROP_PATH", "0.0",
         "SOLVER.OPTIMIZER", "ADAMW", "SOLVER.WEIGHT_DECAY", str(WD), "SOLVER.LAYER_DECAY", str(DECAY),
-        "MODEL.VIT.FREEZE", FREEZE])
+        "SOLVER.WEIGHT_DECAY_RULE", "beit", "MODEL.VIT.FREEZE", FREEZE])  # the seg config's rule
     seg_cfg_ = load_seg_config("demo_vit_tiny", {
         "model.backbone": {**vit, "final_norm": False},  # as the det backbone: no unused final norm
         "optim_wrapper.optimizer.weight_decay": WD,

@@ -1,6 +1,8 @@
 """Layer-wise lr decay against the rules it must reproduce: official MAE, Detectron2's ViTDet."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from timm.models.beit import Beit
@@ -74,46 +76,69 @@ def test_get_layer_id_numbers():
     assert [get_layer_id(n, 12) for n in ("norm.weight", "head.bias", "blocks_extra.w")] == [13, 13, 13]
 
 
-def test_lr_scale_matches_detectron2_vitdet_on_its_own_vit():
-    """Detectron2's ViT + SimpleFeaturePyramid, scored by Detectron2's get_vit_lr_decay_rate."""
+def test_vitdet_rule_matches_detectron2_on_its_own_vit():
+    """Detectron2's ViT + SimpleFeaturePyramid, scored by Detectron2's own optimizer code as the
+    ViTDet configs call it (get_default_optimizer_params + get_vit_lr_decay_rate)."""
     from detectron2.modeling.backbone.vit import SimpleFeaturePyramid, ViT, get_vit_lr_decay_rate
+    from detectron2.solver.build import get_default_optimizer_params
 
     vit = ViT(img_size=64, patch_size=16, embed_dim=16, depth=12, num_heads=2, use_rel_pos=True,
-              window_size=2, window_block_indexes=(0, 1, 3, 4), residual_block_indexes=(2,))
+              window_size=2, window_block_indexes=(0, 1, 3, 4), residual_block_indexes=())
     model = torch.nn.Module()
     model.backbone = SimpleFeaturePyramid(vit, "last_feat", out_channels=8, scale_factors=(2.0, 1.0), norm="LN")
     model.roi_heads = torch.nn.Linear(8, 2)
     assert find_backbone_prefix(model) == "backbone.net."
-    records = param_settings(model, weight_decay=0.1, layer_decay=0.7)  # default prefix "backbone.net."
-    for r in records:
-        if ".residual." in r["name"]:
-            continue  # ViTDet moves its optional conv blocks to the top layer; ours keep the block's id
-        assert r["lr_scale"] == get_vit_lr_decay_rate(r["name"], 0.7, 12), r["name"]
-    no_wd = {r["name"] for r in records if r["weight_decay"] == 0}
-    assert {"backbone.net.pos_embed", "backbone.net.blocks.0.attn.rel_pos_h", "backbone.net.blocks.0.attn.rel_pos_w",
-            "backbone.net.blocks.0.norm1.weight", "backbone.net.blocks.0.attn.qkv.bias"} <= no_wd
-    assert "backbone.net.blocks.0.attn.qkv.weight" not in no_wd
+    groups = get_default_optimizer_params(
+        model, base_lr=1.0, weight_decay=0.1, weight_decay_norm=0.0, overrides={"pos_embed": {"weight_decay": 0.0}},
+        lr_factor_func=partial(get_vit_lr_decay_rate, lr_decay_rate=0.7, num_layers=12))
+    names = {id(p): n for n, p in model.named_parameters()}
+    reference = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    records = param_settings(model, weight_decay=0.1, layer_decay=0.7, weight_decay_rule="vitdet")
+    ours = {r["name"]: (r["lr_scale"], r["weight_decay"]) for r in records}
+    assert ours.keys() == reference.keys()
+    for name, (lr, wd) in reference.items():
+        assert ours[name] == (pytest.approx(lr, rel=1e-12), wd), name
+    assert ours["backbone.net.blocks.0.attn.rel_pos_h"][1] == 0.1 and ours["backbone.net.pos_embed"][1] == 0.0
+    assert ours["backbone.simfp_3.1.norm.weight"][1] == 0.1  # detectron2.layers.LayerNorm is decayed
 
 
-def test_beit_tables_and_layer_scale_get_no_weight_decay():
-    """timm's BEiT: relative_position_bias_table (2-D) and gamma_1/2 (1-D) are not decayed."""
+def _beit_records(rule: str) -> dict[str, dict]:
     model = Beit(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=0,
                  use_rel_pos_bias=True, init_values=0.1)
-    records = {r["name"]: r for r in param_settings(model, weight_decay=0.05, layer_decay=0.65, backbone_prefix="")}
+    return {r["name"]: r for r in param_settings(model, weight_decay=0.05, layer_decay=0.65, backbone_prefix="",
+                                                 weight_decay_rule=rule)}
+
+
+@pytest.mark.parametrize("rule, table_wd, cls_wd, norm_wd", [
+    ("mae", 0.05, 0.0, 0.0),     # MAE fine-tuning: 1-d + pos_embed/cls_token/dist_token
+    ("beit", 0.05, 0.05, 0.0),   # MMSeg/BEiT as they run: 1-d + '.bias'; tables and tokens decayed
+    ("vitdet", 0.05, 0.05, 0.0),  # Detectron2: torch.nn norms + pos_embed; q/v biases decayed
+])
+def test_named_rules_on_timm_beit(rule, table_wd, cls_wd, norm_wd):
+    records = _beit_records(rule)
     table = records["blocks.1.attn.relative_position_bias_table"]
-    assert len(table["shape"]) == 2 and table["weight_decay"] == 0.0 and table["layer_id"] == 2
-    assert records["blocks.0.gamma_1"]["weight_decay"] == 0.0
-    assert records["blocks.0.attn.q_bias"]["weight_decay"] == 0.0
+    assert len(table["shape"]) == 2 and table["weight_decay"] == table_wd and table["layer_id"] == 2
+    assert records["cls_token"]["weight_decay"] == cls_wd
+    assert records["blocks.0.norm1.weight"]["weight_decay"] == norm_wd
     assert records["blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
+    one_d_decayed = rule == "vitdet"  # gamma_1 and q_bias belong to no norm module
+    assert (records["blocks.0.gamma_1"]["weight_decay"] > 0) == one_d_decayed
+    assert (records["blocks.0.attn.q_bias"]["weight_decay"] > 0) == one_d_decayed
 
 
-def test_our_beit_shared_table_is_top_layer_without_weight_decay():
+def test_unknown_rule_is_one_clear_sentence():
+    with pytest.raises(ValueError, match="Unknown weight-decay rule 'timm'; use one of vitdet, beit, mae"):
+        _beit_records("timm")
+
+
+def test_our_beit_shared_table_is_top_layer():
     """BEiT's own rule (optim_factory.get_num_layer_for_vit): 'rel_pos_bias' -> the top layer."""
     model = create_vit("beit_base_patch16", embed_dim=16, num_heads=2, depth=3, img_size=32, rel_pos="beit_shared")
-    records = {r["name"]: r for r in param_settings(model, weight_decay=0.05, layer_decay=0.65, backbone_prefix="")}
+    records = {r["name"]: r for r in param_settings(model, weight_decay=0.05, layer_decay=0.65, backbone_prefix="",
+                                                    weight_decay_rule="beit")}
     shared = records["rel_pos_bias.relative_position_bias_table"]
-    assert (shared["layer_id"], shared["lr_scale"], shared["weight_decay"]) == (4, 1.0, 0.0)
-    assert records["cls_token"]["layer_id"] == 0 and records["cls_token"]["weight_decay"] == 0.0
+    assert (shared["layer_id"], shared["lr_scale"], shared["weight_decay"]) == (4, 1.0, 0.05)
+    assert records["cls_token"]["layer_id"] == 0 and records["cls_token"]["weight_decay"] == 0.05
 
 
 def test_prefix_puts_everything_outside_the_vit_on_top_and_skips_frozen():

@@ -5,7 +5,8 @@
     mae-inspect-param-groups --config my.yaml --json params.json
 
 The model is built on the "meta" device (no memory, no weights loaded), the config's freeze policy
-is applied and the same layer-decay rule as in training (``mae_transfer.optim``) is evaluated.
+is applied and the same layer-decay rule as in training (``mae_transfer.optim``) is evaluated; the
+header names the config's weight-decay rule (``vitdet``, ``beit`` or ``mae``).
 ``--json`` writes one record per parameter: name, shape, layer_id, lr_scale, weight_decay, trainable.
 (``python tools/inspect_param_groups.py`` and ``python -m mae_transfer.cli.inspect_param_groups`` are
 the same command.)
@@ -41,8 +42,11 @@ def det_settings(config: str) -> tuple[list[dict], float, str]:
     cfg = load_config(config, ["MODEL.VIT.WEIGHTS", ""])
     model = _on_meta(lambda device: build_model(cfg, device=device))
     apply_cfg_freeze(cfg, model)
-    records = param_settings(model, **layer_decay_kwargs(cfg, model))
-    return records, cfg.SOLVER.BASE_LR, f"freeze {cfg.MODEL.VIT.FREEZE}, layer decay {cfg.SOLVER.LAYER_DECAY}"
+    kwargs = layer_decay_kwargs(cfg, model)
+    records = param_settings(model, **kwargs)
+    summary = (f"freeze {cfg.MODEL.VIT.FREEZE}, layer decay {cfg.SOLVER.LAYER_DECAY}, "
+               f"weight-decay rule {kwargs['weight_decay_rule']}")
+    return records, cfg.SOLVER.BASE_LR, summary
 
 
 def seg_settings(config: str) -> tuple[list[dict], float, str]:
@@ -55,8 +59,10 @@ def seg_settings(config: str) -> tuple[list[dict], float, str]:
     optimizer_cfg = cfg.optim_wrapper.optimizer
     paramwise = cfg.optim_wrapper.get("paramwise_cfg") or {}
     apply_paramwise_freeze(model, paramwise)
-    records = param_settings(model, **layer_decay_kwargs(model, optimizer_cfg, paramwise))
-    summary = f"freeze {paramwise.get('freeze', 'full')}, layer decay {paramwise.get('layer_decay_rate', 1.0)}"
+    kwargs = layer_decay_kwargs(model, optimizer_cfg, paramwise)
+    records = param_settings(model, **kwargs)
+    summary = (f"freeze {paramwise.get('freeze', 'full')}, layer decay {paramwise.get('layer_decay_rate', 1.0)}, "
+               f"weight-decay rule {kwargs['weight_decay_rule']}")
     return records, optimizer_cfg["lr"], summary
 
 

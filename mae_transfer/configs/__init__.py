@@ -33,7 +33,8 @@ def find_config_file(name: str | os.PathLike, folder: Path, suffixes: Sequence[s
     for suffix in suffixes:
         if (folder / f"{stem}{suffix}").is_file():
             return folder / f"{stem}{suffix}"
-    shipped = sorted({p.stem for suffix in suffixes for p in folder.glob(f"*{suffix}")})
+    shipped = sorted({p.stem for suffix in suffixes for p in folder.glob(f"*{suffix}")
+                      if not p.stem.endswith(".deviations")})  # recipe-diff deviations, not configs
     close = difflib.get_close_matches(stem, shipped, n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"shipped configs: {', '.join(shipped)}."
     raise ConfigError(f"Config file '{name}' not found (neither a path nor a name in {folder}); {hint}")

@@ -90,6 +90,9 @@ def add_vit_config(cfg: CN) -> CN:
     # DDP gradients all-reduced in fp16 (Detectron2's create_ddp_model(fp16_compression=True), as
     # ViTDet's LazyConfigs set train.ddp.fp16_compression=True); only acts with several processes
     cfg.SOLVER.FP16_COMPRESSION = False
+    # Which tensors get no weight decay (mae_transfer.optim.layer_decay): "vitdet" (Detectron2's
+    # ViTDet configs: torch.nn norm layers and pos_embed), "beit" or "mae".
+    cfg.SOLVER.WEIGHT_DECAY_RULE = "vitdet"
 
     lsj = cfg.INPUT.LSJ = CN()
     lsj.ENABLED = False  # large-scale jitter replaces ResizeShortestEdge when enabled

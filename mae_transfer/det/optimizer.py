@@ -3,11 +3,11 @@
 Config keys (added by :func:`mae_transfer.det.config.add_vit_config`):
 ``SOLVER.OPTIMIZER`` ("ADAMW" | "SGD"), ``SOLVER.BASE_LR``, ``SOLVER.WEIGHT_DECAY``,
 ``SOLVER.BETAS`` (AdamW), ``SOLVER.MOMENTUM``/``NESTEROV`` (SGD), ``SOLVER.LAYER_DECAY``
-(1.0 = off), ``SOLVER.CLIP_GRADIENTS.*`` (Detectron2's gradient clipping) and
-``MODEL.VIT.FREEZE`` (see :mod:`mae_transfer.optim.partial`).
-
-Weight decay follows the layer-decay rule (none for biases, norms, tokens, position tables);
-Detectron2's ``WEIGHT_DECAY_NORM``/``WEIGHT_DECAY_BIAS``/``BIAS_LR_FACTOR`` are not used.
+(1.0 = off), ``SOLVER.WEIGHT_DECAY_RULE`` (which tensors get no weight decay; default
+``"vitdet"``, the rule of Detectron2's ViTDet configs, see :mod:`mae_transfer.optim.layer_decay`),
+``SOLVER.CLIP_GRADIENTS.*`` (Detectron2's gradient clipping) and ``MODEL.VIT.FREEZE`` (see
+:mod:`mae_transfer.optim.partial`). Detectron2's ``WEIGHT_DECAY_NORM``/``WEIGHT_DECAY_BIAS``/
+``BIAS_LR_FACTOR`` are not used (the ``vitdet`` rule is what ViTDet's LazyConfigs set).
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def layer_decay_kwargs(cfg: CfgNode, model: torch.nn.Module) -> dict:
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         layer_decay=cfg.SOLVER.LAYER_DECAY,
         backbone_prefix=find_backbone_prefix(model),
+        weight_decay_rule=cfg.SOLVER.WEIGHT_DECAY_RULE,
     )
 
 

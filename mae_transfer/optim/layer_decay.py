@@ -1,16 +1,33 @@
-"""Layer-wise learning-rate decay: one rule for layer ids and parameter groups.
+"""Layer-wise learning-rate decay: one rule for layer ids, a named per-recipe rule for weight decay.
 
-The rule is the official MAE one (``util/lr_decay.py``), which ViTDet and BEiT also use:
+Layer ids and lr scales are one rule, the same in MAE (``util/lr_decay.py``), Detectron2's ViTDet
+(``get_vit_lr_decay_rate``) and MMSeg/BEiT (``LayerDecayOptimizerConstructor``):
 
 * layer id: ``patch_embed.*``, ``cls_token``, ``pos_embed`` (and the other embedding tokens) -> 0;
   ``blocks.{i}.*`` -> ``i + 1``; anything else (final norm, BEiT's shared ``rel_pos_bias``, pyramid,
   FPN, RPN, heads) -> ``num_layers + 1``, where ``num_layers`` is the number of blocks (the depth);
 * lr scale = ``layer_decay ** (num_layers + 1 - layer_id)``, so the heads train at the base lr and
-  the patch embedding at ``layer_decay ** (depth + 1)`` of it;
-* no weight decay for 1-D parameters (biases, norm weights, layer-scale gammas), the embedding
-  tokens, ``pos_embed`` and relative-position tables (``rel_pos_h/w``,
-  ``relative_position_bias_table``). MAE's ViT has no relative tables; timm's BEiT excludes its
-  tables too, ViTDet's configs decay ``rel_pos_h/w``: we treat all position parameters alike.
+  the patch embedding at ``layer_decay ** (depth + 1)`` of it.
+
+Which tensors get no weight decay differs between the references, and each published number came
+from its reference as it ran, so it is a named choice of the recipe (``weight_decay_rule``):
+
+* ``"vitdet"`` -- Detectron2's ViTDet configs (``projects/ViTDet/configs/COCO/*``:
+  ``get_default_optimizer_params(weight_decay_norm=0.0, overrides={"pos_embed": {"weight_decay":
+  0.0}})``): zero only for parameters owned by a ``torch.nn`` normalisation module (exactly
+  Detectron2's ``norm_module_types`` in ``detectron2/solver/build.py``) and for ``pos_embed``.
+  Biases, ``rel_pos_h/w``, ``cls_token`` and the channel LayerNorm of the pyramid and the heads
+  (``detectron2.layers.LayerNorm`` is a plain ``nn.Module``) ARE decayed. Needs module types, not
+  only names. Default of the Detectron2 glue (``SOLVER.WEIGHT_DECAY_RULE``).
+* ``"beit"`` -- MMSeg's ``LayerDecayOptimizerConstructor`` (``mmseg/engine/optimizers/
+  layer_decay_optimizer_constructor.py``) and BEiT's semantic-segmentation code, as they run: zero
+  for 1-d tensors and names ending in ``.bias``. Their test ``name in ('pos_embed', 'cls_token')``
+  compares full names (``backbone.pos_embed``) and never matches, so ``pos_embed``, ``cls_token``
+  and the relative position bias tables ARE decayed. Default of the MMSeg glue
+  (``paramwise_cfg=dict(weight_decay_rule=...)``).
+* ``"mae"`` -- MAE's classification fine-tuning (``util/lr_decay.py`` with
+  ``model.no_weight_decay()`` of ``models_vit.py``): zero for 1-d tensors and ``pos_embed``,
+  ``cls_token``, ``dist_token`` (names relative to the ViT). Default of :func:`param_groups`.
 
 A detector or segmentor keeps its ViT under a prefix (``"backbone.net."`` in both frameworks here),
 found from the parameter names (:mod:`mae_transfer.models.naming`) unless given; names are made
@@ -24,13 +41,21 @@ from typing import Iterable, Mapping
 from torch import nn
 
 from mae_transfer.errors import ConfigError
-from mae_transfer.models.naming import EMBEDDING_NAMES, block_index, block_indices, find_vit_prefix, is_embedding
+from mae_transfer.models.naming import block_index, block_indices, find_vit_prefix, is_embedding
 from mae_transfer.utils.logger import get_logger
 
 logger = get_logger(__name__)
 
-# Leaf names that never get weight decay, whatever their number of dimensions.
-NO_WEIGHT_DECAY = EMBEDDING_NAMES + ("rel_pos_h", "rel_pos_w", "relative_position_bias_table")
+# Detectron2's ``norm_module_types`` (detectron2/solver/build.py, get_default_optimizer_params;
+# its NaiveSyncBatchNorm inherits from BatchNorm2d).
+TORCH_NORM_TYPES = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm, nn.LocalResponseNorm,
+)
+# MAE models_vit.VisionTransformer.no_weight_decay() (+ DeiT's dist_token).
+MAE_NO_WEIGHT_DECAY = ("pos_embed", "cls_token", "dist_token")
+WEIGHT_DECAY_RULES = ("vitdet", "beit", "mae")
+DEFAULT_WEIGHT_DECAY_RULE = "mae"
 
 
 def get_layer_id(name: str, num_layers: int) -> int:
@@ -101,9 +126,39 @@ def layer_id_of(name: str, num_layers: int, backbone_prefix: str = "") -> int:
     return get_layer_id(name[len(backbone_prefix):], num_layers)
 
 
-def _has_weight_decay(name: str, param: nn.Parameter, no_weight_decay: Iterable[str]) -> bool:
+def check_weight_decay_rule(rule: str) -> str:
+    """Return ``rule`` if it is a known weight-decay rule, else raise one clear sentence."""
+    if rule not in WEIGHT_DECAY_RULES:
+        raise ValueError(
+            f"Unknown weight-decay rule {rule!r}; use one of {', '.join(WEIGHT_DECAY_RULES)} "
+            "(SOLVER.WEIGHT_DECAY_RULE in Detectron2 configs, paramwise_cfg.weight_decay_rule in MMSeg ones)."
+        )
+    return rule
+
+
+def owner_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Parameter name -> the module that holds it directly (first owner, as named_parameters)."""
+    owners: dict[str, nn.Module] = {}
+    for module_name, module in model.named_modules():
+        for leaf, _ in module.named_parameters(recurse=False):
+            owners.setdefault(f"{module_name}.{leaf}" if module_name else leaf, module)
+    return owners
+
+
+def is_decayed(rule: str, name: str, param: nn.Parameter, owner: nn.Module | None, backbone_prefix: str) -> bool:
+    """Whether the named weight-decay rule (module docstring) decays ``param``.
+
+    Args:
+        name: full parameter name in the model; ``owner``: the module holding it directly;
+        backbone_prefix: path of the ViT (the ``mae`` rule compares names relative to it).
+    """
     leaf = name.rsplit(".", 1)[-1]
-    return param.ndim > 1 and leaf not in no_weight_decay
+    if rule == "vitdet":
+        return not isinstance(owner, TORCH_NORM_TYPES) and leaf != "pos_embed"
+    if rule == "beit":
+        return param.ndim > 1 and not name.endswith(".bias")
+    relative = name[len(backbone_prefix):] if name.startswith(backbone_prefix) else None
+    return param.ndim > 1 and relative not in MAE_NO_WEIGHT_DECAY
 
 
 def _matches(pattern: str, name: str) -> bool:
@@ -130,7 +185,7 @@ def param_settings(
     layer_decay: float,
     backbone_prefix: str | None = None,
     num_layers: int | None = None,
-    no_weight_decay: Iterable[str] = NO_WEIGHT_DECAY,
+    weight_decay_rule: str = DEFAULT_WEIGHT_DECAY_RULE,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict]:
     """Per-parameter record: name, shape, layer id, lr scale, weight decay, trainable.
@@ -142,7 +197,8 @@ def param_settings(
     backbone_prefix = resolve_prefix((n for n, _ in named), backbone_prefix, type(model).__name__)
     if num_layers is None:
         num_layers = infer_num_layers((n for n, _ in named), backbone_prefix)
-    no_weight_decay = tuple(no_weight_decay)
+    check_weight_decay_rule(weight_decay_rule)
+    owners = owner_modules(model)
     overrides = overrides or {}
     _check_overrides(overrides, [n for n, _ in named])
     records = []
@@ -150,7 +206,8 @@ def param_settings(
         layer_id = layer_id_of(name, num_layers, backbone_prefix)
         override = {k: v for pattern, values in overrides.items() if _matches(pattern, name)
                     for k, v in values.items()}
-        wd = weight_decay if _has_weight_decay(name, param, no_weight_decay) else 0.0
+        decayed = is_decayed(weight_decay_rule, name, param, owners.get(name), backbone_prefix)
+        wd = weight_decay if decayed else 0.0
         records.append(
             dict(
                 name=name,
@@ -172,7 +229,7 @@ def param_groups(
     layer_decay: float,
     backbone_prefix: str | None = None,
     num_layers: int | None = None,
-    no_weight_decay: Iterable[str] = NO_WEIGHT_DECAY,
+    weight_decay_rule: str = DEFAULT_WEIGHT_DECAY_RULE,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict]:
     """Optimizer parameter groups with layer-wise lr decay; frozen parameters are left out.
@@ -186,7 +243,8 @@ def param_groups(
             ``"backbone.net."``; ``""`` when ``model`` is the ViT (or a timm classifier). None
             (default): the first ViT found from the parameter names (:func:`find_backbone_prefix`).
         num_layers: ViT depth; inferred from the ``blocks.{i}`` names when None.
-        no_weight_decay: leaf parameter names that never get weight decay (besides 1-D ones).
+        weight_decay_rule: which tensors get no weight decay: ``"vitdet"``, ``"beit"`` or ``"mae"``
+            (module docstring; each is the rule of the reference whose numbers a recipe cites).
         overrides: ``{pattern: {"weight_decay": wd, "lr_mult": m}}``; a pattern matches a leaf
             name exactly or the full name as a glob (``"backbone.net.blocks.0.*"``). Later keys win.
 
@@ -203,7 +261,7 @@ def param_groups(
         layer_decay=layer_decay,
         backbone_prefix=backbone_prefix,
         num_layers=num_layers,
-        no_weight_decay=no_weight_decay,
+        weight_decay_rule=weight_decay_rule,
         overrides=overrides,
     )
     groups: dict[tuple[float, float], dict] = {}

@@ -72,11 +72,11 @@ def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_lr: float 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
                     betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
     """AdamW over :func:`mae_transfer.optim.param_groups` without layer decay: no weight decay on
-    1-d tensors (biases, norms) and the model's ``no_weight_decay()`` names (tokens, position
-    tables), as timm's ``param_groups_weight_decay``. Two groups, no decay first."""
+    1-d tensors and biases (the ``beit`` rule) and on the model's ``no_weight_decay()`` names
+    (tokens, position tables), as timm's ``param_groups_weight_decay``. Two groups, no decay first."""
     skip = tuple(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else ()
     groups = param_groups(model, base_lr=lr, weight_decay=weight_decay, layer_decay=1.0, backbone_prefix="",
-                          no_weight_decay=skip)
+                          weight_decay_rule="beit", overrides={name: {"weight_decay": 0.0} for name in skip})
     # only what the optimizer needs: resuming compares the groups with the saved ones
     groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)

@@ -12,7 +12,10 @@ Use in an MMSeg config::
 ``paramwise_cfg`` keys (all optional): ``layer_decay_rate`` (1.0 = off), ``num_layers`` (ViT
 depth; inferred), ``freeze`` (see :mod:`mae_transfer.optim.partial`), ``backbone_prefix`` (path
 of the ViT, e.g. ``"backbone.net."``; found automatically), ``neck_prefix`` (frozen by
-``linear_probe``; default ``"neck."``) and ``overrides`` (``{pattern: {"weight_decay", "lr_mult"}}``).
+``linear_probe``; default ``"neck."``), ``weight_decay_rule`` (which tensors get no weight decay;
+default ``"beit"``, the rule of MMSeg's ``LayerDecayOptimizerConstructor`` and BEiT's segmentation
+code as they run, see :mod:`mae_transfer.optim.layer_decay`) and ``overrides``
+(``{pattern: {"weight_decay", "lr_mult"}}``).
 
 It is registered in MMEngine's root registry, so any scope (``default_scope="mmseg"`` included)
 finds it; this module imports no MMSeg code. Under DistributedDataParallel the freeze policy must
@@ -30,7 +33,10 @@ from torch import nn
 from mae_transfer.errors import ConfigError
 from mae_transfer.optim import apply_freeze, find_backbone_prefix, param_groups
 
-PARAMWISE_KEYS = ("layer_decay_rate", "num_layers", "freeze", "backbone_prefix", "neck_prefix", "overrides")
+PARAMWISE_KEYS = (
+    "layer_decay_rate", "num_layers", "freeze", "backbone_prefix", "neck_prefix", "weight_decay_rule", "overrides",
+)
+DEFAULT_WEIGHT_DECAY_RULE = "beit"
 
 
 def _checked(paramwise_cfg: Mapping | None) -> dict:
@@ -59,6 +65,7 @@ def layer_decay_kwargs(model: nn.Module, optimizer_cfg: Mapping, paramwise_cfg: 
         layer_decay=cfg.get("layer_decay_rate", 1.0),
         backbone_prefix=cfg.get("backbone_prefix") or find_backbone_prefix(model),
         num_layers=cfg.get("num_layers"),
+        weight_decay_rule=cfg.get("weight_decay_rule", DEFAULT_WEIGHT_DECAY_RULE),
         overrides=cfg.get("overrides"),
     )
 

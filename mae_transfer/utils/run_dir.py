@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from mae_transfer.errors import UserError
 
 POINTER = "last_checkpoint"
 

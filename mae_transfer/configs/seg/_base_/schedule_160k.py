@@ -4,7 +4,10 @@ optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     constructor="MAETransferOptimizerConstructor",
-    paramwise_cfg=dict(layer_decay_rate=0.65),
+    # weight_decay_rule "beit": no decay for 1-d tensors and '.bias' only, as MMSeg's
+    # LayerDecayOptimizerConstructor and BEiT's segmentation code run (pos_embed, cls_token and
+    # the relative position tables are decayed; see mae_transfer/optim/layer_decay.py).
+    paramwise_cfg=dict(layer_decay_rate=0.65, weight_decay_rule="beit"),
 )
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=1500),
