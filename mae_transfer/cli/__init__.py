@@ -1,0 +1,1 @@
+"""Command-line entry points: one module per tool with ``main(argv=None) -> int``; ``tools/NAME.py`` calls it."""
