@@ -29,14 +29,15 @@ class RunFiles:
 
 
 def _named_checkpoint(run_dir: Path) -> Path | None:
-    """The file ``last_checkpoint`` names (relative to the run dir, or absolute), if it exists."""
+    """The file ``last_checkpoint`` names, if it exists: in the run dir first (MMEngine writes absolute
+    paths, which point into the old place when a run folder was copied or moved)."""
     pointer = run_dir / "last_checkpoint"
     if not pointer.is_file():
         return None
     named = pointer.read_text().strip()
     if not named:
         return None
-    for candidate in (Path(named), run_dir / Path(named).name):
+    for candidate in (run_dir / Path(named).name, Path(named)):
         if candidate.is_file():
             return candidate
     return None
