@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from _inference_runs import CLASSES_DET, CLASSES_SEG, copy_run, det_run, seg_run

@@ -13,12 +13,13 @@ and normalises it itself (the config's mean / std and channel order):
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -55,8 +56,9 @@ class _SegPreprocess(nn.Module):
         super().__init__()
         pre = segmentor.data_preprocessor
         self.to_bgr = not getattr(pre, "channel_conversion", False)  # the model then sees BGR, as loaded
-        mean = pre.mean.detach().clone().view(1, -1, 1, 1) if getattr(pre, "_enable_normalize", True) else torch.zeros(1, 3, 1, 1)
-        std = pre.std.detach().clone().view(1, -1, 1, 1) if getattr(pre, "_enable_normalize", True) else torch.ones(1, 3, 1, 1)
+        normalise = getattr(pre, "_enable_normalize", True)
+        mean = pre.mean.detach().clone().view(1, -1, 1, 1) if normalise else torch.zeros(1, 3, 1, 1)
+        std = pre.std.detach().clone().view(1, -1, 1, 1) if normalise else torch.ones(1, 3, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
@@ -178,23 +180,20 @@ def max_difference(expected: Any, actual: Any) -> float:
     return worst
 
 
-def _quiet() -> warnings.catch_warnings:
-    catcher = warnings.catch_warnings()
-    catcher.__enter__()
-    warnings.simplefilter("ignore")  # tracer and TorchScript deprecation warnings, one per traced op
-    return catcher
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Without the tracer's and TorchScript's deprecation warnings (one per traced op)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def export_torchscript(item: Exportable, out: str | os.PathLike) -> Callable[..., Any]:
     """Trace ``item.module`` and save it atomically to ``out``; returns the loaded traced module."""
-    catcher = _quiet()
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(item.module, item.inputs, check_trace=False)
+    with _quiet(), torch.no_grad():
+        traced = torch.jit.trace(item.module, item.inputs, check_trace=False)
         atomic_write(out, lambda f: torch.jit.save(traced, f))
         return torch.jit.load(str(out), map_location=item.inputs[0].device)
-    finally:
-        catcher.__exit__(None, None, None)
 
 
 class FixedAdaptiveAvgPool2d(nn.Module):
@@ -248,20 +247,19 @@ def require_onnx() -> None:
 
 
 def export_onnx(item: Exportable, out: str | os.PathLike, opset: int = 17) -> Callable[..., Any] | None:
-    """Export with PyTorch's TorchScript-based ONNX exporter (needs ``onnx``, not ``onnxscript``) and save
-    atomically; returns an onnxruntime runner, or None when onnxruntime is not installed."""
+    """Export with PyTorch's TorchScript-based ONNX exporter (needs ``onnx``, not ``onnxscript``) and
+    save atomically; returns an onnxruntime runner, or None when onnxruntime is not installed."""
     require_onnx()
     outputs = _flatten(item.module(*item.inputs))
     names = [f"output{i}" for i in range(len(outputs))]
-    catcher = _quiet()
-    try:
-        def write(f):
-            with torch.no_grad():
-                torch.onnx.export(onnx_friendly(item.module), item.inputs, f, input_names=item.input_names, output_names=names,
-                                  opset_version=opset, dynamo=False)
+    module = onnx_friendly(item.module)
+
+    def write(f) -> None:
+        torch.onnx.export(module, item.inputs, f, input_names=item.input_names, output_names=names,
+                          opset_version=opset, dynamo=False)
+
+    with _quiet(), torch.no_grad():
         atomic_write(out, write)
-    finally:
-        catcher.__exit__(None, None, None)
     try:
         import onnxruntime
     except ImportError:

@@ -77,7 +77,7 @@ class DetectionWriter:
         self.images.append((image_id, str(source), *result.image_size))
 
     def finish(self) -> None:
-        _write_json(self.folder / "predictions.json", self.results, indent=None)  # one line per file: RLEs are long
+        _write_json(self.folder / "predictions.json", self.results, indent=None)  # compact: RLE strings make it large
         _write_json(self.folder / "images.json", coco_images(self.images, self.class_names, self.category_ids))
 
 
