@@ -72,6 +72,13 @@ def test_run_folders_missing_unknown_and_unfinished(tmp_path):
     assert find_run(tmp_path).weights.name == "model_0000009.pth"
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_cuda_device_is_one_sentence(tmp_path):
+    (tmp_path / "w.pth").write_bytes(b"")
+    with pytest.raises(UserError, match="Device 'cuda' is not available here"):
+        Predictor("demo_vit_tiny", tmp_path / "w.pth", device="cuda")
+
+
 def test_staged_output_refuses_an_earlier_output(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x.png").write_bytes(b"")

@@ -44,6 +44,16 @@ def task_of(config: Any) -> str:
                     "run's config.yaml (detection) or dumped .py (segmentation).")
 
 
+def check_device(device: str) -> None:
+    """Raise a one-sentence :class:`UserError` for a CUDA device this machine does not have."""
+    import torch
+
+    kind, _, index = str(device).partition(":")
+    if kind == "cuda" and (not torch.cuda.is_available() or int(index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"Device '{device}' is not available here ({torch.cuda.device_count()} CUDA devices); "
+                        "use --device cpu or another device.")
+
+
 class Predictor:
     """Applies a trained model to images with the config's own test-time preprocessing.
 
@@ -63,6 +73,7 @@ class Predictor:
                  unsafe_load: bool = False):
         if not Path(weights).is_file():
             raise UserError(f"Weights file {weights} does not exist; check the path.")
+        check_device(device)
         self.task = task_of(config)
         if self.task == "det":
             from .det import DetEngine as Engine
