@@ -209,7 +209,7 @@ def attention(
         raise ValueError(f"bias must be 4-d (1|B, 1|heads, N, N), got shape {tuple(bias.shape)}.")
     # under autocast q/k/v may be half precision while bias terms are float32: compute in q's dtype
     bias, rel_h, rel_w = (t.to(q.dtype) if t is not None else None for t in (bias, rel_h, rel_w))
-    if q.device.type == "cpu":
+    if q.device.type == "cpu" and not torch.jit.is_tracing():  # export traces the plain op below
         if scale is None:
             scale = q.shape[-1] ** -0.5
         return _CpuBiasedSDPA.apply(q, k, v, rel_h, rel_w, bias, scale)

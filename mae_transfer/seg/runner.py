@@ -91,7 +91,7 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _replace_syncbn(node: Any) -> int:
+def replace_syncbn(node: Any) -> int:
     """Turn ``dict(type='SyncBN')`` and ``norm='SyncBN'`` into BN in a config tree; count them."""
     count = 0
     if isinstance(node, dict):
@@ -100,9 +100,9 @@ def _replace_syncbn(node: Any) -> int:
                 node[key] = "BN"
                 count += 1
             else:
-                count += _replace_syncbn(value)
+                count += replace_syncbn(value)
     elif isinstance(node, list):
-        count += sum(_replace_syncbn(item) for item in node)
+        count += sum(replace_syncbn(item) for item in node)
     return count
 
 
@@ -111,7 +111,7 @@ def adapt_to_device(cfg: Config, cuda: bool | None = None) -> None:
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         return
-    if _replace_syncbn(cfg.model):
+    if replace_syncbn(cfg.model):
         logger.info("no GPU: SyncBN layers are built as BN")
     optim_wrapper = cfg.get("optim_wrapper")
     if optim_wrapper is not None and optim_wrapper.get("type") == "AmpOptimWrapper":
