@@ -15,10 +15,10 @@ from _inference_runs import CLASSES_DET, CLASSES_SEG, copy_run, det_run, seg_run
 from PIL import Image
 
 from mae_transfer.cli.predict import main as predict_main
+from mae_transfer.errors import UserError
 from mae_transfer.inference import Predictor, collect_images, find_run, read_image
 from mae_transfer.inference.coco import encode_mask
 from mae_transfer.inference.writers import StagedFolder
-from mae_transfer.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,13 +11,11 @@ cases: generated datasets on disk at the recipe sizes, and the reference configs
 
 from __future__ import annotations
 
-import glob
-import os
-import tarfile
 from pathlib import Path
 from typing import Tuple
 
-from mae_transfer.data.cache import builtin_root, generation_lock
+from mae_transfer.data.cache import builtin_root
+from mae_transfer.errors import ConfigError
 
 __all__ = [
     "coco_dataset",
@@ -25,12 +23,9 @@ __all__ = [
     "vitdet_config",
     "mmseg_mae_config",
     "SourceMissing",
-    "D2_SOURCE_ENV",
 ]
 
-D2_SOURCE_ENV = "MAE_TRANSFER_D2_SOURCE"
-_VITDET_CONFIG = "projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"
-_REPO = Path(__file__).resolve().parents[2]
+
 
 
 class SourceMissing(RuntimeError):
@@ -63,42 +58,15 @@ def ade_dataset(size: Tuple[int, int], num_images: int = 4) -> Path:
     return make_ade_semantic(root, num_images, 2, size, num_classes=4)
 
 
-def _d2_source() -> Path:
-    """The Detectron2 source: ``$MAE_TRANSFER_D2_SOURCE`` (archive or checkout), else the archive
-    next to this repository (``../shared/deps/detectron2-*.tar.gz``)."""
-    env = os.environ.get(D2_SOURCE_ENV)
-    if env:
-        return Path(env)
-    found = sorted(glob.glob(str(_REPO.parent / "shared" / "deps" / "detectron2-*.tar.gz")))
-    if not found:
-        raise SourceMissing(
-            "Detectron2's ViTDet LazyConfigs are not installed with the package; set "
-            f"{D2_SOURCE_ENV} to a Detectron2 source archive or checkout."
-        )
-    return Path(found[-1])
-
-
 def vitdet_config() -> Path:
-    """Path of Detectron2's ``mask_rcnn_vitdet_b_100ep.py`` (extracted to a cache once)."""
-    source = _d2_source()
-    if source.is_dir():
-        path = source / _VITDET_CONFIG
-        if not path.is_file():
-            raise SourceMissing(f"{path} does not exist; {D2_SOURCE_ENV} must be a Detectron2 checkout.")
-        return path
-    target = _bench_root() / ("d2_" + source.name.split(".")[0])
-    path = target / _VITDET_CONFIG
-    with generation_lock(_bench_root()):
-        if not path.is_file():
-            with tarfile.open(source) as archive:
-                members = [m for m in archive.getmembers() if "/projects/ViTDet/configs/" in m.name
-                           and m.isfile()]  # fmt: skip
-                for member in members:  # strip the archive's top folder
-                    member.name = member.name.split("/", 1)[1]
-                archive.extractall(target, members=members, filter="data")
-    if not path.is_file():
-        raise SourceMissing(f"{source} holds no {_VITDET_CONFIG}; point {D2_SOURCE_ENV} at Detectron2's source.")
-    return path
+    """Path of Detectron2's ``mask_rcnn_vitdet_b_100ep.py``, extracted once from the Detectron2
+    source by :func:`mae_transfer.det.recipe.vitdet_config_dir` (the recipe diff's reference too)."""
+    from mae_transfer.det.recipe import REFERENCES, vitdet_config_dir
+
+    try:
+        return vitdet_config_dir() / REFERENCES["coco_vitb_mae"]
+    except ConfigError as error:
+        raise SourceMissing(str(error)) from None
 
 
 def mmseg_mae_config() -> Path:

@@ -40,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def predict(args: argparse.Namespace) -> Path:
     """Check every input, load the run, write all outputs into a staged folder, then publish it."""
+    from mae_transfer.errors import UserError
     from mae_transfer.inference import Predictor, collect_images, read_image
     from mae_transfer.inference.writers import DetectionWriter, SegmentationWriter, StagedFolder, unique_stem
-    from mae_transfer.utils.errors import UserError
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {args.batch_size}.")

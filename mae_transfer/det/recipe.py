@@ -182,7 +182,7 @@ def ours(config: str, opts: list[str] | None = None) -> Recipe:
         "schedule.lr_multiplier": _multiplier_samples(scheduler._multiplier, max_iter, _points(cfg)),
         "train.batch": cfg.SOLVER.IMS_PER_BATCH,
         "train.amp": cfg.SOLVER.AMP.ENABLED,
-        "train.fp16_grad_compression": bool(cfg.SOLVER.get("FP16_GRAD_COMPRESSION", False)),
+        "train.fp16_grad_compression": bool(cfg.SOLVER.FP16_COMPRESSION),
         "train.init_checkpoint": os.path.basename(weights.split("?")[0]),
         "train.augmentations": _augmentations(build_train_augmentation(cfg)),
         "train.recompute_boxes": bool(cfg.INPUT.LSJ.ENABLED and cfg.MODEL.MASK_ON),
