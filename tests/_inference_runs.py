@@ -26,7 +26,7 @@ SEG_TINY = [
 def det_run(root: Path) -> tuple[Path, Path]:
     """(OUTPUT_DIR of a 2-iteration tools/train_det.py run at 128 px, its image folder)."""
     if "det" not in _RUNS:
-        from mae_transfer.det.cli import run
+        from mae_transfer.cli.train_det import main as run
 
         json_file, image_dir = make_coco_instances(root / "coco", split="train", num_images=2, image_size=(128, 128),
                                                    num_classes=2, seed=0)
@@ -42,17 +42,13 @@ def det_run(root: Path) -> tuple[Path, Path]:
 def seg_run(root: Path) -> tuple[Path, Path]:
     """(work dir of a 2-iteration tools/train_seg.py run on 64 px images, the ADE-layout data root)."""
     if "seg" not in _RUNS:
-        import importlib.util
+        from mae_transfer.cli.train_seg import main as train_seg
 
         data = make_ade_semantic(root / "ade", num_train=2, num_val=1, image_size=(64, 64),
                                  num_classes=len(CLASSES_SEG), seed=1)
         (root / "classes.txt").write_text("\n".join(CLASSES_SEG) + "\n")
-        tool = Path(__file__).resolve().parents[1] / "tools" / "train_seg.py"
-        spec = importlib.util.spec_from_file_location("train_seg_for_predict", tool)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
         out = root / "seg_run"
-        assert module.main(["demo_vit_tiny", "--work-dir", str(out), "--data-root", str(data), "--classes",
+        assert train_seg(["demo_vit_tiny", "--work-dir", str(out), "--data-root", str(data), "--classes",
                             str(root / "classes.txt"), "--cfg-options", *SEG_TINY]) == 0
         _RUNS["seg"], _RUNS["seg_data"] = out, Path(data)
     return _RUNS["seg"], _RUNS["seg_data"]

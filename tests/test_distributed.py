@@ -153,7 +153,7 @@ def test_det_nan_on_one_rank_stops_both_before_the_step(coco, tmp_path):
     output, log = tmp_path / "out", tmp_path / "run.log"
     code, out = _finish(_start(_det_argv(coco, output, "--num-gpus", "2"), env=_det_env(nan_at=2, rank=1), log=log),
                         log, timeout=180)
-    assert code == 1
+    assert code == 2
     assert "error: Training stopped: non-finite loss at iteration 2 (loss_cls=nan" in out, out[-3000:]
     assert "last good checkpoint:" in out and "model_0000001.pth" in out
     assert "loss_cls=nan; all terms: loss_cls=nan" in (output / "log.txt").read_text()  # rank 0 saw rank 1's NaN
@@ -171,7 +171,7 @@ def test_det_killed_rank_ends_the_survivor_with_a_message_within_the_timeout(coc
     killed = time.monotonic()
     code, out = _finish(procs[0], tmp_path / "machine0.log", timeout=timeout_s + 60)
     assert time.monotonic() - killed < timeout_s + 30
-    assert code == 1
+    assert code == 2
     assert "Rank 0 stopped: lost contact with rank 1 of 2" in out, out[-3000:]
 
 
@@ -250,7 +250,7 @@ def test_seg_nan_on_one_rank_stops_both_before_the_step(ade, tmp_path):
     config = _seg_config(tmp_path, "dict(type='InjectNaNHook', at=3, rank=1)")
     code, out = _finish(_start(_torchrun(ade, work, config), log=log), log, timeout=180)
     assert code != 0
-    errors = [line for line in out.splitlines() if "train_seg.py: error: Non-finite loss at iteration 3 (" in line]
+    errors = [line for line in out.splitlines() if "train_seg: error: Non-finite loss at iteration 3 (" in line]
     assert len(errors) == 2 and len(set(errors)) == 1, out[-3000:]  # both ranks, the same message
     assert "on rank 1" in errors[0] and "=nan" in errors[0] and "iter_2.pth" in errors[0]
     assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_1.pth", "iter_2.pth"]

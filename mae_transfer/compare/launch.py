@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import mae_transfer
 from mae_transfer.errors import ComparisonError
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.run_dir import is_local
@@ -38,7 +37,7 @@ from .runs import RUN_INFO, RunRecord, read_run
 logger = get_logger(__name__)
 
 # The folder that holds the mae_transfer package: the runs import the same package as this process.
-PACKAGE_PARENT = Path(mae_transfer.__file__).resolve().parents[1]
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds the mae_transfer package
 BUILTIN_INITS = ("mae", "supervised", "beit", "random")
 BEIT_ENV = "MAE_TRANSFER_BEIT"
 TASKS = ("det", "seg")

@@ -15,8 +15,12 @@ from typing import Any
 
 import torch
 from detectron2.config import CfgNode, LazyConfig, instantiate
+from detectron2.data import DatasetMapper
+from detectron2.modeling import build_model
+from detectron2.solver import build_lr_scheduler
 
 from mae_transfer.errors import ConfigError
+from mae_transfer.optim import param_settings
 from mae_transfer.recipe_diff import Recipe, init_signature, is_new_parameter
 
 from .config import load_config
@@ -153,12 +157,6 @@ def _multiplier_samples(scheduler, max_iter: int, points: list[int]) -> dict[int
 
 def ours(config: str, opts: list[str] | None = None) -> Recipe:
     """This project's recipe for a Detectron2 config, built with this project's code."""
-    from detectron2.data import DatasetMapper
-    from detectron2.modeling import build_model
-    from detectron2.solver import build_lr_scheduler
-
-    from mae_transfer.optim import param_settings
-
     cfg = load_config(config, opts)
     cfg.defrost()
     weights, cfg.MODEL.VIT.WEIGHTS = cfg.MODEL.VIT.WEIGHTS, ""

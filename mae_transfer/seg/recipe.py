@@ -16,11 +16,12 @@ from typing import Any, Mapping
 
 import torch
 
-import mae_transfer.seg  # noqa: F401  (registers the models; installs the mmcv.ops stand-in first)
 from mae_transfer.errors import ConfigError
 from mae_transfer.recipe_diff import Recipe, init_signature, is_new_parameter
 
+from . import backbone, neck  # noqa: F401  (register the models)
 from .config import load_config
+from .optimizer import MAETransferOptimizerConstructor  # noqa: F401  (registers the constructor)
 
 # this project's config -> MMSeg config (relative to mmseg/.mim/configs)
 REFERENCES = {
