@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Dict, List
 
 
-def _fmt(v, spec=".3g") -> str:
+def fmt_cell(v, spec=".3g") -> str:
+    """A number for a markdown cell ("" for a missing one); also used by :mod:`.report`."""
     return "" if v is None else format(v, spec)
 
 
@@ -21,10 +22,10 @@ def _e2e_table(rows: List[Dict]) -> List[str]:
             continue
         ratio, mem = r.get("speedup_of_ours"), r.get("memory_ratio_of_ours")
         lines.append(
-            f"| {r['task']} | {r['kind']} | {r['name']} | {_fmt(r['seconds'])} "
-            f"| {_fmt(r['min'])}..{_fmt(r['max'])} | {r['repeats']} "
-            f"| {_fmt(ratio, '.2f') + 'x' if ratio else ''} | {_fmt(r.get('peak_mem_mb'), '.0f')} "
-            f"| {_fmt(mem, '.2f')} | {r.get('note', '')} |"
+            f"| {r['task']} | {r['kind']} | {r['name']} | {fmt_cell(r['seconds'])} "
+            f"| {fmt_cell(r['min'])}..{fmt_cell(r['max'])} | {r['repeats']} "
+            f"| {fmt_cell(ratio, '.2f') + 'x' if ratio else ''} | {fmt_cell(r.get('peak_mem_mb'), '.0f')} "
+            f"| {fmt_cell(mem, '.2f')} | {r.get('note', '')} |"
         )
     return lines
 
@@ -40,8 +41,8 @@ def _loader_table(rows: List[Dict]) -> List[str]:
             lines.append(f"| {r['task']} | {r['name']} | skipped: {r['skipped']} | | | | | |")
             continue
         lines.append(
-            f"| {r['task']} | {r['name']} | {_fmt(r['img_per_s_per_worker'])} | {r['per_gpu_batch']} "
-            f"| {r['step_s']} | {_fmt(r['img_per_s_per_gpu_needed'])} | {r['workers_per_gpu']} "
+            f"| {r['task']} | {r['name']} | {fmt_cell(r['img_per_s_per_worker'])} | {r['per_gpu_batch']} "
+            f"| {r['step_s']} | {fmt_cell(r['img_per_s_per_gpu_needed'])} | {r['workers_per_gpu']} "
             f"| {r['note']} |"
         )
     lines += ["", "workers per GPU = ceil(per-GPU batch / step time / img/s per worker)."]

@@ -7,6 +7,8 @@ from typing import Dict, List, Optional
 
 from mae_transfer.utils.plotting import pyplot
 
+from .e2e_report import e2e_markdown, fmt_cell
+
 __all__ = ["add_ratios", "check_targets", "to_markdown", "plot"]
 
 OURS = ("ours", "ours_mae")
@@ -85,10 +87,6 @@ def check_targets(rows: List[Dict]) -> List[Dict]:
     ]  # fmt: skip
 
 
-def _fmt(v, spec=".3g") -> str:
-    return "" if v is None else format(v, spec)
-
-
 def _backbone_table(rows: List[Dict]) -> List[str]:
     lines = [
         "| group | model | mode | batch | s/iter | img/s | ours faster by | peak MB | ours/its memory"
@@ -103,12 +101,12 @@ def _backbone_table(rows: List[Dict]) -> List[str]:
         ratio = r.get("speedup_of_ours")
         frac = r.get("peak_fraction")
         lines.append(
-            f"| {r['group']} | {r['name']} | {r['mode']} | {r['batch']} | {_fmt(r['seconds'])} "
-            f"| {_fmt(r.get('img_per_s'))} | {_fmt(ratio, '.2f') + 'x' if ratio else ''} "
-            f"| {_fmt(r.get('peak_mem_mb'), '.0f')} | {_fmt(r.get('memory_ratio_of_ours'), '.2f')} "
-            f"| {_fmt(r['flops'] / 1e9 if r.get('flops') else None, '.0f')} "
-            f"| {_fmt(r['flops_per_s'] / 1e12 if r.get('flops_per_s') else None, '.3g')} "
-            f"| {_fmt(frac * 100 if frac else None, '.0f')} | {r.get('note', '')} |"
+            f"| {r['group']} | {r['name']} | {r['mode']} | {r['batch']} | {fmt_cell(r['seconds'])} "
+            f"| {fmt_cell(r.get('img_per_s'))} | {fmt_cell(ratio, '.2f') + 'x' if ratio else ''} "
+            f"| {fmt_cell(r.get('peak_mem_mb'), '.0f')} | {fmt_cell(r.get('memory_ratio_of_ours'), '.2f')} "
+            f"| {fmt_cell(r['flops'] / 1e9 if r.get('flops') else None, '.0f')} "
+            f"| {fmt_cell(r['flops_per_s'] / 1e12 if r.get('flops_per_s') else None, '.3g')} "
+            f"| {fmt_cell(frac * 100 if frac else None, '.0f')} | {r.get('note', '')} |"
         )
     return lines
 
@@ -117,7 +115,7 @@ def _task_table(rows: List[Dict]) -> List[str]:
     lines = ["| task | case | value | unit | note |", "|---|---|---|---|---|"]
     for r in rows:
         value = r.get("value")
-        shown = r.get("skipped") and f"skipped: {r['skipped']}" or _fmt(value)
+        shown = r.get("skipped") and f"skipped: {r['skipped']}" or fmt_cell(value)
         lines.append(f"| {r['task']} | {r['case']} | {shown} | {r.get('unit', '')} | {r.get('note', '')} |")
     return lines
 
@@ -151,12 +149,10 @@ def to_markdown(result: Dict) -> str:
         lines += ["", "## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
         for t in result["targets"]:
             met = {True: "yes", False: "NO", None: "not measured"}[t["met"]]
-            lines.append(f"| {t['target']} | {t['goal']} | {_fmt(t['value'])} | {met} |")
+            lines.append(f"| {t['target']} | {t['goal']} | {fmt_cell(t['value'])} | {met} |")
     if result.get("tasks"):
         lines += ["", "## Detection / segmentation / data", ""] + _task_table(result["tasks"])
     if result.get("e2e") or result.get("loader"):
-        from .e2e_report import e2e_markdown
-
         lines += e2e_markdown(result)
     return "\n".join(lines) + "\n"
 

@@ -11,7 +11,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from mae_transfer.checkpoints import read_checkpoint
 from mae_transfer.errors import UserError
 from mae_transfer.utils import weights_fit
-from mae_transfer.utils.dist import get_rng_state, set_rng_state  # noqa: F401  (re-exported)
 from mae_transfer.utils.fileio import atomic_torch_save, atomic_write_text
 from mae_transfer.utils.run_dir import POINTER, newest_numbered
 

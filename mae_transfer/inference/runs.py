@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mae_transfer.errors import UserError
+from mae_transfer.utils.run_dir import last_checkpoint
 
-_DET_CKPT = re.compile(r"^model_(\d+|final)\.pth$")
-_SEG_CKPT = re.compile(r"^iter_(\d+)\.pth$")
+# The checkpoint names Detectron2 and MMEngine write (as mae_transfer.det.checkpoint /
+# mae_transfer.seg.checkpoint; not imported here, so finding a det run does not load MMSeg).
+_DET_CKPT, _DET_FINAL = r"model_(\d+)\.pth", "model_final.pth"
+_SEG_CKPT = r"iter_(\d+)\.pth"
 
 
 @dataclass(frozen=True)
@@ -26,30 +29,6 @@ class RunFiles:
     task: str
     config: Path
     weights: Path
-
-
-def _named_checkpoint(run_dir: Path) -> Path | None:
-    """The file ``last_checkpoint`` names, if it exists: in the run dir first (MMEngine writes absolute
-    paths, which point into the old place when a run folder was copied or moved)."""
-    pointer = run_dir / "last_checkpoint"
-    if not pointer.is_file():
-        return None
-    named = pointer.read_text().strip()
-    if not named:
-        return None
-    for candidate in (run_dir / Path(named).name, Path(named)):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _newest(run_dir: Path, pattern: re.Pattern) -> Path | None:
-    found = []
-    for path in run_dir.iterdir():
-        match = pattern.match(path.name)
-        if match and path.is_file():
-            found.append((float("inf") if match.group(1) == "final" else int(match.group(1)), path))
-    return max(found)[1] if found else None
 
 
 def _seg_config(run_dir: Path) -> Path | None:
@@ -73,11 +52,11 @@ def find_run(run_dir: str | os.PathLike) -> RunFiles:
         raise UserError(f"Run folder {run_dir} does not exist; pass the OUTPUT_DIR of tools/train_det.py or the "
                         "--work-dir of tools/train_seg.py.")
     if (run_dir / "config.yaml").is_file():
-        final = run_dir / "model_final.pth"
-        weights = final if final.is_file() else _named_checkpoint(run_dir) or _newest(run_dir, _DET_CKPT)
+        final = run_dir / _DET_FINAL
+        weights = final if final.is_file() else last_checkpoint(run_dir, _DET_CKPT, final=_DET_FINAL)
         task, config = "det", run_dir / "config.yaml"
     elif (config := _seg_config(run_dir)) is not None:
-        weights = _named_checkpoint(run_dir) or _newest(run_dir, _SEG_CKPT)
+        weights = last_checkpoint(run_dir, _SEG_CKPT)
         task = "seg"
     else:
         raise UserError(f"Run folder {run_dir} holds neither config.yaml (a detection run) nor a dumped config "
