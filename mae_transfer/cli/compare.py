@@ -41,6 +41,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="--cfg-options for every seg run, e.g. train_cfg.max_iters=100")
     p.add_argument("--pretrain-dir", default=None, help="built-in checkpoints (default OUTPUT/pretrain)")
     p.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="fine-tune each (init, task) N times with seeds 0..N-1 (pretraining fixed); tables "
+                        "show mean ± std and the per-seed values (default: one run with the config's seed)")
+    p.add_argument("--protocol", choices=["finetune", "partial", "probe"], default="finetune",
+                   help="finetune: the whole model trains; partial: the --freeze policy; probe: the frozen-"
+                        "feature segmentation probe (mae-probe) on the seg data instead of det/seg training")
+    p.add_argument("--freeze", default="last_k_blocks:4",
+                   help="freeze policy for --protocol partial (mae_transfer.optim.partial), default last_k_blocks:4")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each with cores/jobs threads and its output in RUN/console.log")
     args = p.parse_args(argv)
     if bool(args.inits) == bool(args.collect):
         p.error("pass either --inits (train and compare) or --collect (tabulate finished runs).")
@@ -61,8 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             records += [read_run(d, name or None) for d in find_run_dirs([path])]
     else:
         inits = resolve_inits(args.inits, Path(args.pretrain_dir or out / "pretrain"))
+        seeds = list(range(args.seeds)) if args.seeds else None
+        freeze = args.freeze if args.protocol == "partial" else None
         records = run_comparison(inits, out, args.tasks, args.det_config, args.seg_config,
-                                 args.det_opts, args.seg_opts, reuse=not args.retrain)
+                                 args.det_opts, args.seg_opts, reuse=not args.retrain, seeds=seeds,
+                                 freeze=freeze, jobs=args.jobs)
     table, files = write_report(records, out)
     print(table)
     print("\n".join(["wrote:"] + [f"  {f}" for f in files]))

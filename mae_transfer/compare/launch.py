@@ -16,13 +16,8 @@ progress logs and ETA stream to the console) whose wall time is stored in ``comp
 """
 from __future__ import annotations
 
-import json
 import os
-import resource
-import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,12 +27,11 @@ from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.run_dir import is_local
 
 from .arch import overrides_for_checkpoint
-from .runs import RUN_INFO, RunRecord, read_run
+from .jobs import RunSpec, execute
+from .runs import RunRecord
 
 logger = get_logger(__name__)
 
-# The folder that holds the mae_transfer package: the runs import the same package as this process.
-PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds the mae_transfer package
 BUILTIN_INITS = ("mae", "supervised", "beit", "random")
 BEIT_ENV = "MAE_TRANSFER_BEIT"
 TASKS = ("det", "seg")
@@ -95,82 +89,75 @@ def resolve_inits(texts: Sequence[str], pretrain_dir: Path, pretrain_missing: bo
     return inits
 
 
-def det_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
-    """``mae_transfer.cli.train_det`` command for one run (weights through ``MODEL.VIT.WEIGHTS``)."""
+def det_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = (), seed: int | None = None,
+                freeze: str | None = None) -> list[str]:
+    """``mae_transfer.cli.train_det`` command for one run (weights through ``MODEL.VIT.WEIGHTS``;
+    ``seed`` -> ``SEED``, ``freeze`` -> ``MODEL.VIT.FREEZE``; the user's ``opts`` come last)."""
+    extra = (["SEED", str(seed)] if seed is not None else []) + (["MODEL.VIT.FREEZE", freeze] if freeze else [])
     return [sys.executable, "-m", "mae_transfer.cli.train_det", "--config", config,
-            "OUTPUT_DIR", str(run_dir), "MODEL.VIT.WEIGHTS", init.weights or "", *init.det_opts, *opts]
+            "OUTPUT_DIR", str(run_dir), "MODEL.VIT.WEIGHTS", init.weights or "", *init.det_opts, *extra, *opts]
 
 
-def seg_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = ()) -> list[str]:
-    """``mae_transfer.cli.train_seg`` command for one run (weights through ``model.backbone.pretrained``)."""
-    options = ([f"model.backbone.pretrained={init.weights}"] if init.weights else []) + list(init.seg_opts) + list(opts)
+def seg_command(config: str, run_dir: Path, init: Init, opts: Sequence[str] = (), seed: int | None = None,
+                freeze: str | None = None) -> list[str]:
+    """``mae_transfer.cli.train_seg`` command for one run (weights through ``model.backbone.pretrained``;
+    ``seed`` -> ``randomness.seed``, ``freeze`` -> ``optim_wrapper.paramwise_cfg.freeze``)."""
+    options = ([f"model.backbone.pretrained={init.weights}"] if init.weights else []) + list(init.seg_opts)
+    options += [f"randomness.seed={seed}"] if seed is not None else []
+    options += [f"optim_wrapper.paramwise_cfg.freeze={freeze}"] if freeze else []
+    options += list(opts)
     return [sys.executable, "-m", "mae_transfer.cli.train_seg", config, "--work-dir", str(run_dir),
             *(["--cfg-options", *options] if options else [])]
 
 
-def child_cpu_seconds() -> float:
-    """User + system CPU time of finished child processes so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_one(task: str, command: list[str], run_dir: Path, init: Init, reuse: bool = True) -> RunRecord:
+def run_one(task: str, command: list[str], run_dir: Path, init: Init, reuse: bool = True,
+            seed: int | None = None) -> RunRecord:
     """Run one training subprocess (output streamed), record its time, read its results.
 
     With ``reuse`` a directory whose ``compare_run.json`` says it finished (same command) is read
     instead of trained again, so an interrupted comparison continues where it stopped.
     """
-    info_path = run_dir / RUN_INFO
-    if reuse and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if info.get("returncode") == 0 and info.get("command") == command[1:]:
-            logger.info("%s %s: finished run found in %s, not training again", task, init.name, run_dir)
-            return read_run(run_dir)
-    _fresh_run_dir(run_dir)
-    info = {"init": init.name, "task": task, "weights": init.weights, "command": command[1:], "returncode": None}
-    info_path.write_text(json.dumps(info, indent=1) + "\n")  # marks the directory as ours
-    logger.info("%s %s: %s", task, init.name, " ".join(command[1:]))
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))}
-    start, cpu = time.perf_counter(), child_cpu_seconds()
-    returncode = subprocess.call(command, env=env)
-    info.update(returncode=returncode, wall_time_s=round(time.perf_counter() - start, 1),
-                cpu_time_s=round(child_cpu_seconds() - cpu, 1))
-    info_path.write_text(json.dumps(info, indent=1) + "\n")
-    if returncode != 0:
-        raise ComparisonError(f"{task} run for {init.name!r} failed (exit {returncode}); its log is in {run_dir}.")
-    return read_run(run_dir)
+    return execute([RunSpec(task, init.name, init.weights, run_dir, command, seed)], reuse=reuse)[0]
 
 
-def _fresh_run_dir(run_dir: Path) -> None:
-    """Empty ``run_dir`` for a new run: only directories an earlier comparison created are removed."""
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if not (run_dir / RUN_INFO).is_file():
-            raise ComparisonError(f"{run_dir} holds files that tools/compare.py did not write; choose another "
-                                  "--output (or move that directory away).")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def run_dir_name(task: str, init: Init, seed: int | None) -> str:
+    """``det_mae`` (no seed given: one run, the config's seed) or ``det_mae_seed1``."""
+    return f"{task}_{init.name}" + ("" if seed is None else f"_seed{seed}")
+
+
+def plan_runs(inits: Sequence[Init], out_dir: Path, tasks: Sequence[str] = TASKS,
+              det_config: str = "demo_vit_tiny", seg_config: str = "demo_vit_tiny",
+              det_opts: Sequence[str] = (), seg_opts: Sequence[str] = (),
+              seeds: Sequence[int] | None = None, freeze: str | None = None) -> list[RunSpec]:
+    """One :class:`RunSpec` per (task, init, seed), task-major, into ``out_dir/<task>_<init>[_seed<k>]``.
+
+    ``freeze`` (a :mod:`mae_transfer.optim.partial` policy) makes every run partial fine-tuning.
+    """
+    specs = []
+    protocol = "partial" if freeze and freeze != "full" else "finetune"
+    for task in tasks:
+        if task not in TASKS:
+            raise ComparisonError(f"unknown task {task!r}; use det and/or seg.")
+        build = det_command if task == "det" else seg_command
+        config, opts = (det_config, det_opts) if task == "det" else (seg_config, seg_opts)
+        for init in inits:
+            for seed in (seeds if seeds is not None else [None]):
+                run_dir = out_dir / run_dir_name(task, init, seed)
+                command = build(config, run_dir, init, opts, seed=seed, freeze=freeze)
+                specs.append(RunSpec(task, init.name, init.weights, run_dir, command, seed, protocol))
+    return specs
 
 
 def run_comparison(inits: Sequence[Init], out_dir: Path, tasks: Sequence[str] = TASKS,
                    det_config: str = "demo_vit_tiny", seg_config: str = "demo_vit_tiny",
                    det_opts: Sequence[str] = (), seg_opts: Sequence[str] = (), reuse: bool = True,
-                   on_start=None) -> list[RunRecord]:
-    """Train ``tasks`` for every init into ``out_dir/<task>_<init>``; returns the run records.
+                   on_start=None, seeds: Sequence[int] | None = None, freeze: str | None = None,
+                   jobs: int = 1) -> list[RunRecord]:
+    """Train ``tasks`` for every init (and seed) into ``out_dir``; returns the run records.
 
-    ``on_start(task, init, index, total)`` is called before each run (progress banners).
+    ``seeds``: fine-tuning seeds (Detectron2 ``SEED``, MMEngine ``randomness.seed``), one run each;
+    None runs once with the config's seed. ``jobs``: runs at once (see :mod:`.jobs`).
+    ``on_start(spec, index, total)`` is called before each run that trains (progress banners).
     """
-    jobs = [(task, init) for task in tasks for init in inits]
-    records = []
-    for index, (task, init) in enumerate(jobs):
-        run_dir = out_dir / f"{task}_{init.name}"
-        if on_start:
-            on_start(task, init, index, len(jobs))
-        if task == "det":
-            command = det_command(det_config, run_dir, init, det_opts)
-        elif task == "seg":
-            command = seg_command(seg_config, run_dir, init, seg_opts)
-        else:
-            raise ComparisonError(f"unknown task {task!r}; use det and/or seg.")
-        records.append(run_one(task, command, run_dir, init, reuse=reuse))
-    return records
+    specs = plan_runs(inits, out_dir, tasks, det_config, seg_config, det_opts, seg_opts, seeds, freeze)
+    return execute(specs, reuse=reuse, jobs=jobs, on_start=on_start)
