@@ -10,7 +10,10 @@ the built-in demo runs:
 * segmentation (``tools/train_seg.py``): ``metrics.json`` (one json object per line; ``loss``
   while training, ``{"split": "val", "mIoU": ...}`` after each validation) and the MMEngine log.
 * either: ``compare_run.json``, written by :func:`mae_transfer.compare.launch.run_one` next to
-  them (the initialisation's name and the wall time of the run).
+  them (the initialisation's name, the fine-tuning seed and the wall time of the run).
+
+Run directories of a seeded comparison are named ``<task>_<init>_seed<k>``; the row name drops
+both the task prefix and the seed suffix, so every seed of one initialisation shares a row.
 """
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ from mae_transfer.errors import ComparisonError
 RUN_INFO = "compare_run.json"
 METRICS = ("APbox", "APmask", "mIoU")
 TASK_METRICS = {"det": ("APbox", "APmask"), "seg": ("mIoU",)}
+METRIC_LABELS = {"APbox": "AP box", "APmask": "AP mask"}
 _DET_KEYS = {"APbox": "bbox/AP", "APmask": "segm/AP"}
 _D2_TOTAL_TIME = re.compile(r"Total training time: (\d+):(\d\d):(\d\d)")
+_SEED_SUFFIX = re.compile(r"_seed(\d+)$")
 
 Curve = list[tuple[int, float]]
 
@@ -38,7 +43,8 @@ class RunRecord:
     ``metrics`` maps ``APbox``/``APmask`` (det) or ``mIoU`` (seg) to the last evaluated value (in
     percent, as the frameworks report them); ``curves`` holds every evaluation as (iteration,
     value); ``losses`` the training loss per logged iteration; ``notes`` what a reader should know
-    about the numbers (e.g. an evaluation without detections).
+    about the numbers (e.g. an evaluation without detections); ``seed`` the fine-tuning seed (None
+    when the run does not say).
     """
     init: str
     task: str
@@ -49,6 +55,12 @@ class RunRecord:
     train_time_s: float | None = None
     wall_time_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+def metric_label(metric: str) -> str:
+    """A metric's name in table headers and plots: ``APbox`` -> ``AP box``, ``probe_mIoU`` -> ``probe mIoU``."""
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
 def read_json_lines(path: Path) -> list[dict]:
@@ -154,9 +166,18 @@ def _strip_task_prefix(name: str, task: str) -> str:
     return name[len(task) + 1:] if name.startswith(f"{task}_") and len(name) > len(task) + 1 else name
 
 
+def split_seed(name: str) -> tuple[str, int | None]:
+    """``det_mae_seed1`` -> (``det_mae``, 1); a name without a ``_seed<k>`` suffix -> (name, None)."""
+    match = _SEED_SUFFIX.search(name)
+    if match is None or match.start() == 0:
+        return name, None
+    return name[:match.start()], int(match.group(1))
+
+
 def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
     """Read one run directory; ``init`` overrides the row name (default: the name in
-    compare_run.json, else the directory name without a ``det_``/``seg_`` prefix)."""
+    compare_run.json, else the directory name without a ``det_``/``seg_`` prefix and ``_seed<k>``
+    suffix). The seed comes from compare_run.json's ``"seed"``, else the ``_seed<k>`` suffix."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
@@ -171,8 +192,11 @@ def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
     notes: list[str] = []
     losses, curves = _det_curves(records, notes) if task == "det" else _seg_curves(records)
     train_time = _det_train_time(run_dir) if task == "det" else _seg_train_time(run_dir)
+    stem, seed = split_seed(run_dir.name)
+    if info.get("seed") is not None:
+        seed = int(info["seed"])
     return RunRecord(
-        init=init or info.get("init") or _strip_task_prefix(run_dir.name, task),
+        init=init or info.get("init") or _strip_task_prefix(stem, task),
         task=task,
         path=run_dir,
         metrics={m: c[-1][1] for m, c in curves.items() if c and math.isfinite(c[-1][1])},
@@ -181,6 +205,7 @@ def read_run(run_dir: str | Path, init: str | None = None) -> RunRecord:
         train_time_s=train_time if train_time is not None else info.get("wall_time_s"),
         wall_time_s=info.get("wall_time_s"),
         notes=notes,
+        seed=seed,
     )
 
 
