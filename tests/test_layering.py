@@ -1,9 +1,10 @@
 """The package's layers, read from its source: every import statement (module level and inside
 functions) of ``mae_transfer/``, resolved to absolute module names with :mod:`ast`.
 
-* The core (models, optim, checkpoints, data, utils, errors, pretrain) never imports the framework
+* The core (models, optim, checkpoints, data, utils, errors, pretrain, probe) never imports the framework
   glue (``mae_transfer.det`` / ``mae_transfer.seg``) nor a framework (Detectron2, MMSeg, MMEngine, MMCV).
-* ``models`` and ``optim`` import no framework at all (the core as a whole may, e.g. timm in pretrain).
+* ``models``, ``optim`` and ``probe`` (the frozen-feature probe: plain torch) import no framework at all
+  (the core as a whole may, e.g. timm in pretrain).
 * ``det`` and ``seg`` never import each other.
 * No module imports its own package's ``__init__`` (e.g. ``mae_transfer.seg.runner`` importing
   ``mae_transfer.seg``): registration happens by importing the submodules that register.
@@ -19,7 +20,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mae_transfer"
 
-CORE = ("models", "optim", "checkpoints", "data", "utils", "errors", "pretrain")
+CORE = ("models", "optim", "checkpoints", "data", "utils", "errors", "pretrain", "probe")
 FRAMEWORKS = ("detectron2", "mmseg", "mmengine", "mmcv")
 GLUE = ("mae_transfer.det", "mae_transfer.seg")
 
@@ -86,8 +87,8 @@ def test_core_never_imports_glue_or_frameworks(layer):
     assert _violations([f"mae_transfer.{layer}"], GLUE + FRAMEWORKS) == []
 
 
-@pytest.mark.parametrize("layer", ["models", "optim"])
-def test_models_and_optim_import_no_framework(layer):
+@pytest.mark.parametrize("layer", ["models", "optim", "probe"])
+def test_models_optim_and_probe_import_no_framework(layer):
     assert _violations([f"mae_transfer.{layer}"], FRAMEWORKS + ("timm", "torchvision")) == []
 
 
