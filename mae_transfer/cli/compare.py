@@ -2,6 +2,11 @@
 
     # fine-tune Mask R-CNN and UperNet (demo configs, built-in data) from three initialisations
     mae-compare --inits mae supervised random --output output/compare
+    # the same with 3 fine-tuning seeds each, two runs at a time: mean ± std and a noise verdict
+    mae-compare --inits mae random --seeds 3 --jobs 2 --output output/seeds
+    # frozen-feature linear probe (seconds per seed), or partial fine-tuning (last 4 blocks train)
+    mae-compare --inits mae random --protocol probe --seeds 5 --output output/probe
+    mae-compare --inits mae random --protocol partial --freeze last_k_blocks:4 --output output/partial
     # your checkpoints on real COCO + ADE20K recipes (each run in OUTPUT/<task>_<name>)
     mae-compare --inits mae=mae_vitb.pth deit=deit_b.pth --det-config coco_vitb_mae \\
         --seg-config ade20k_vitb_mae --output output/vitb
@@ -9,9 +14,10 @@
     mae-compare --collect output/vitb --output output/table
     mae-compare --collect mae=runs/coco_mae mae=runs/ade_mae deit=runs/coco_deit --output t
 
-Writes OUTPUT/comparison.md, comparison.csv and PNGs (comparison.png, bar_<metric>.png,
-loss_<task>.png, curve_<metric>.png). Built-ins: mae / supervised (tiny ViTs pretrained on the
-built-in images on first use), random, beit (needs $MAE_TRANSFER_BEIT or beit=PATH).
+Writes OUTPUT/comparison.md, comparison.csv, comparison.json and PNGs (comparison.png,
+bar_<metric>.png, loss_<task>.png, curve_<metric>.png). Built-ins: mae / beit_style / supervised
+(tiny ViTs pretrained on the built-in pool on first use), random, beit (needs $MAE_TRANSFER_BEIT or
+beit=PATH).
 (``python tools/compare.py`` and ``python -m mae_transfer.cli.compare`` are the same command.)
 """
 from __future__ import annotations
@@ -49,6 +55,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "feature segmentation probe (mae-probe) on the seg data instead of det/seg training")
     p.add_argument("--freeze", default="last_k_blocks:4",
                    help="freeze policy for --protocol partial (mae_transfer.optim.partial), default last_k_blocks:4")
+    p.add_argument("--probe-head", choices=["linear", "multiscale"], default="linear",
+                   help="probe protocol: linear (last block) or multiscale (last 4 blocks), DINOv2's")
+    p.add_argument("--probe-data", default="builtin_ade", help="ADE20K-layout folder or built-in name for the probe")
+    p.add_argument("--probe-arch", default="vit_tiny_patch16", help="ViT preset the probed checkpoints fit")
+    p.add_argument("--probe-img-size", type=int, default=128, help="probe input side in pixels")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once, each with cores/jobs threads and its output in RUN/console.log")
     args = p.parse_args(argv)
@@ -64,19 +75,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mae_transfer.compare import find_run_dirs, read_run, resolve_inits, run_comparison, write_report
 
     out = Path(args.output)
+    records, extra = [], None
     if args.collect:
-        records = []
         for entry in args.collect:  # DIR, or NAME=DIR to name the row
             name, _, path = entry.partition("=") if "=" in entry else ("", "", entry)
             records += [read_run(d, name or None) for d in find_run_dirs([path])]
     else:
         inits = resolve_inits(args.inits, Path(args.pretrain_dir or out / "pretrain"))
         seeds = list(range(args.seeds)) if args.seeds else None
-        freeze = args.freeze if args.protocol == "partial" else None
-        records = run_comparison(inits, out, args.tasks, args.det_config, args.seg_config,
-                                 args.det_opts, args.seg_opts, reuse=not args.retrain, seeds=seeds,
-                                 freeze=freeze, jobs=args.jobs)
-    table, files = write_report(records, out)
+        if args.protocol == "probe":
+            from mae_transfer.compare.probe_runs import probe_inits
+
+            values = probe_inits(inits, out / "probe", seeds or [0], args.probe_head, reuse=not args.retrain,
+                                 data=args.probe_data, arch=args.probe_arch, img_size=args.probe_img_size)
+            extra = {name: {"probe_mIoU": v} for name, v in values.items()}
+        else:
+            freeze = args.freeze if args.protocol == "partial" else None
+            records = run_comparison(inits, out, args.tasks, args.det_config, args.seg_config,
+                                     args.det_opts, args.seg_opts, reuse=not args.retrain, seeds=seeds,
+                                     freeze=freeze, jobs=args.jobs)
+    table, files = write_report(records, out, extra=extra)
     print(table)
     print("\n".join(["wrote:"] + [f"  {f}" for f in files]))
     return 0

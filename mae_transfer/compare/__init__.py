@@ -7,12 +7,12 @@
     # several runs of one (init, task) are seeds: cells are mean ± std, verdicts use the noise rule
 """
 from mae_transfer.errors import ComparisonError
+from mae_transfer.utils.stats import NOISE_RULE, SeedStats, Verdict, compare_stats, pooled_std, summarize
 
 from .builtin_inits import PretrainRecipe, builtin_checkpoint
 from .launch import BUILTIN_INITS, Init, parse_init, resolve_inits, run_comparison, run_one
 from .report import Row, add_values, build_rows, comparisons, format_table, write_report
 from .runs import RunRecord, find_run_dirs, read_run
-from .stats import NOISE_RULE, SeedStats, Verdict, compare_stats, pooled_std, summarize
 
 __all__ = [
     "PretrainRecipe", "builtin_checkpoint", "BUILTIN_INITS", "Init", "ComparisonError", "parse_init",

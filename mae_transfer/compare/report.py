@@ -4,7 +4,7 @@ One row per initialisation, aggregating every run of it: each seed of its det ru
 APmask, each seed of its seg runs mIoU. A cell is the mean ± sample std over seeds ("84.7 ± 1.2",
 or "84.7" for one seed) and a second table lists the per-seed values. Below the tables, one
 sentence per comparison (each initialisation against ``random`` when it is there, else against
-the first one) with its noise verdict (:mod:`mae_transfer.compare.stats`).
+the first one) with its noise verdict (:mod:`mae_transfer.utils.stats`).
 
 Metrics that do not come from a det/seg run (e.g. a frozen-feature probe's ``probe_mIoU``) join
 the rows through :func:`add_values` or ``write_report(..., extra={init: {metric: [values]}})``
@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from mae_transfer.errors import ComparisonError
+from mae_transfer.utils.stats import NOISE_K, NOISE_RULE, SeedStats, Verdict, compare_stats, summarize
 
 from .plots import write_plots
 from .runs import METRICS, TASK_METRICS, RunRecord, metric_label
-from .stats import NOISE_K, NOISE_RULE, SeedStats, Verdict, compare_stats, summarize
 
 COLUMNS = ("init", "APbox", "APmask", "mIoU", "det_train_s", "seg_train_s")
 TIME_COLUMNS = ("det_train_s", "seg_train_s")

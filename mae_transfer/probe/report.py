@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mae_transfer.utils.fileio import atomic_write_text
+from mae_transfer.utils.stats import summarize as seed_stats
 
 from .run import ProbeResult
 
 
 def spread(values: Sequence[float]) -> dict:
-    """``{"values": [...], "mean": m, "std": s}``; ``s`` is the sample standard deviation (n - 1;
-    0 for a single value)."""
-    values = [float(v) for v in values]
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"values": values, "mean": statistics.fmean(values), "std": std}
+    """``{"values": [...], "mean": m, "std": s, "n": n}``: :func:`mae_transfer.utils.stats.summarize`
+    (sample standard deviation, n - 1; 0 for a single value)."""
+    return seed_stats(values).to_json()
 
 
 def summarize(results: Sequence[ProbeResult]) -> dict:
