@@ -9,8 +9,8 @@ from mae_transfer.data import make_ade_semantic, make_coco_instances
 
 from _det_cases import TINY_TRAIN
 
-CLASSES_DET = ("circle", "square")  # make_coco_instances' first two shapes
-CLASSES_SEG = ("sky", "ground", "circle")
+CLASSES_DET = ("house", "cross")  # make_coco_instances' first two shapes
+CLASSES_SEG = ("sky", "ground", "house")
 _RUNS: dict[str, Path] = {}
 
 # demo_vit_tiny (seg) shrunk as tests/test_seg.py's TINY.

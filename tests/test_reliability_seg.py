@@ -30,7 +30,7 @@ from _reliability import (
     write_code_running_checkpoint,
 )
 
-CLASSES = ("sky", "ground", "circle")
+CLASSES = ("sky", "ground", "house")
 # demo_vit_tiny shrunk further: 4 blocks of width 64, batch 2, 4 iterations, a checkpoint after each.
 TINY = [
     "model.backbone.depth=4", "model.backbone.embed_dim=64", "model.backbone.num_heads=2",

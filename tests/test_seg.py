@@ -26,7 +26,7 @@ from seg_test_hooks import Interrupted  # tests/ is on sys.path under pytest; re
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_THREADS = torch.get_num_threads()
-CLASSES = ("sky", "ground", "circle")
+CLASSES = ("sky", "ground", "house")
 
 # demo_vit_tiny shrunk further: 4 blocks of width 64 (the test of a few iterations, not a demo).
 TINY = {

@@ -2,21 +2,24 @@
 
 Layout under ``root``: ``images/{training,validation}/ADE_{split}_00000001.jpg`` and
 ``annotations/{training,validation}/ADE_{split}_00000001.png`` (uint8). As in ADE20K, label 0 means
-"unlabelled" (ignored with ``reduce_zero_label=True``) and classes are 1..num_classes: 1 = sky,
-2 = ground, 3.. = shape categories (circle, square, ...). Grey clutter blobs are left unlabelled.
+"unlabelled" (ignored with ``reduce_zero_label=True``) and classes are 1..num_classes: 1 = sky (the
+region above a wavy horizon), 2 = ground (below it), 3.. = the object classes of the COCO-style data
+(house, cross, arrow, ...). Scenes are those of :func:`~.render.render_scene`: sky and ground are
+told apart by layout only (each gets a random colour and texture from the distribution every shape
+uses), objects by their arrangement of parts; distractor shapes are left unlabelled (0).
 """
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mae_transfer.errors import ConfigError
+
 from .cache import generation_lock, is_generated, remove_stale, write_manifest
-from .geometry import rasterize_convex, regular_polygon
-from .render import (SHAPE_CLASSES, grey_background, paint_shapes, sample_shapes, to_uint8)
+from .coco import image_rng
+from .render import SHAPE_CLASSES, render_scene
 
 STUFF_CLASSES = ("sky", "ground")
 SPLITS = {"training": "train", "validation": "val"}
@@ -31,46 +34,17 @@ def ade_class_names(num_classes: int) -> tuple[str, ...]:
     return names[:num_classes]
 
 
-def _sky_and_ground(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) sky-over-ground canvas and (H, W) bool ground mask below a wavy horizon."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    horizon = height * rng.uniform(0.35, 0.6) + height * rng.uniform(0.02, 0.08) * np.sin(
-        xs[0] * (2 * np.pi / (width * rng.uniform(0.4, 1.0))) + rng.uniform(0, 2 * np.pi))
-    ground = ys >= horizon[None, :]
-    t = (ys / height)[..., None]
-    sky = (1 - t) * np.array([90, 150, 230]) + t * np.array([170, 210, 245])
-    soil = np.array([105, 80, 55]) * (0.8 + 0.2 * rng.uniform(-1, 1, size=(height, width, 1)))
-    canvas = np.where(ground[..., None], soil, sky) + rng.normal(0, 3, size=(height, width, 1))
-    return canvas.astype(np.float32), ground
-
-
-def _clutter(rng: np.random.Generator, canvas: np.ndarray, label: np.ndarray) -> None:
-    """Paint 0-2 grey blobs in place and mark them unlabelled (0)."""
-    height, width = label.shape
-    grey = grey_background(rng, height, width)
-    for _ in range(int(rng.integers(0, 3))):
-        radius = rng.uniform(0.04, 0.1) * min(height, width)
-        centre = (rng.uniform(0, width), rng.uniform(0, height))
-        mask = rasterize_convex(regular_polygon(centre, radius, 12, rng.uniform(0, np.pi), 0.7),
-                                height, width)
-        canvas[mask] = grey[mask]
-        label[mask] = 0
-
-
 def render_ade_sample(rng: np.random.Generator, height: int, width: int,
                       num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One (H, W, 3) uint8 image and its (H, W) uint8 label map (0 = unlabelled)."""
     names = ade_class_names(num_classes)
-    canvas, ground = _sky_and_ground(rng, height, width)
-    label = np.where(ground, 2 if num_classes >= 2 else 0, 1).astype(np.uint8)
-    _clutter(rng, canvas, label)
-    shapes_used = SHAPE_CLASSES[:max(len(names) - len(STUFF_CLASSES), 0)]
-    if shapes_used:
-        shapes = sample_shapes(rng, height, width, shapes_used, num_objects=(1, 5))
-        instance_map = paint_shapes(canvas, shapes, shapes_used)
-        for k, shape in enumerate(shapes):
-            label[instance_map == k + 1] = len(STUFF_CLASSES) + shape.class_index + 1
-    return to_uint8(canvas), label
+    objects = SHAPE_CLASSES[:max(len(names) - len(STUFF_CLASSES), 0)]
+    scene = render_scene(rng, height, width, objects, num_objects=(1, 4))
+    label = np.where(scene.ground, 2 if num_classes >= 2 else 0, 1).astype(np.uint8)
+    for k, shape in enumerate(scene.shapes):
+        value = len(STUFF_CLASSES) + shape.class_index + 1 if shape.class_index >= 0 else 0
+        label[scene.instance_map == k + 1] = value
+    return scene.image, label
 
 
 def make_ade_semantic(root: str | Path, num_train: int = 8, num_val: int = 4,
@@ -82,7 +56,7 @@ def make_ade_semantic(root: str | Path, num_train: int = 8, num_val: int = 4,
         root: output directory, laid out like ``ADEChallengeData2016``.
         num_train / num_val: number of training / validation images.
         image_size: (height, width) in pixels.
-        num_classes: labels 1..num_classes (sky, ground, circle, square, ...).
+        num_classes: labels 1..num_classes (sky, ground, house, cross, arrow, ...).
         seed: base seed; same arguments give byte-identical files.
     Returns:
         ``root``.
@@ -114,7 +88,6 @@ def _generate_split(root: Path, folder: str, count: int, image_size: tuple[int, 
     remove_stale(image_dir, "*.jpg", {s + ".jpg" for s in stems})
     remove_stale(ann_dir, "*.png", {s + ".png" for s in stems})
     for index, stem in enumerate(stems):
-        rng = np.random.default_rng([seed, zlib.crc32(folder.encode()), index])
-        image, label = render_ade_sample(rng, height, width, num_classes)
+        image, label = render_ade_sample(image_rng(seed, folder, index), height, width, num_classes)
         Image.fromarray(image).save(image_dir / f"{stem}.jpg", quality=95)
         Image.fromarray(label).save(ann_dir / f"{stem}.png")

@@ -12,22 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ade import ade_class_names, make_ade_semantic
+from .ade import STUFF_CLASSES, ade_class_names, make_ade_semantic
 from .cache import builtin_root
 from .coco import make_coco_instances
 from .render import shape_classes
 
-# Defaults sized for the CPU demo: a few minutes of fine-tuning per run on 2 cores.
+NUM_OBJECT_CLASSES = 5  # house, cross, arrow, L, dumbbell (sky and ground are added in ADE)
+
+# Labelled splits sized for the CPU demo (a few minutes of fine-tuning per run on 2 cores); the
+# pretraining pool is 16x the labelled train split. Splits draw from different random streams (keyed
+# by split name), so pool, train and val never share an image.
 BUILTIN_DATASETS: dict[str, dict[str, Any]] = {
     "builtin_coco_train": dict(kind="coco", split="train", num_images=64, image_size=(256, 256),
-                               num_classes=3, seed=0),
-    "builtin_coco_val": dict(kind="coco", split="val", num_images=16, image_size=(256, 256),
-                             num_classes=3, seed=0),
-    "builtin_ade": dict(kind="ade", num_train=64, num_val=16, image_size=(256, 256),
-                        num_classes=4, seed=0),
-    # Unlabelled images for MAE / supervised pretraining (distinct from the fine-tuning images).
-    "builtin_pretrain": dict(kind="coco", split="pretrain", num_images=256, image_size=(256, 256),
-                             num_classes=3, seed=0),
+                               num_classes=NUM_OBJECT_CLASSES, seed=0),
+    "builtin_coco_val": dict(kind="coco", split="val", num_images=32, image_size=(256, 256),
+                             num_classes=NUM_OBJECT_CLASSES, seed=0),
+    "builtin_ade": dict(kind="ade", num_train=64, num_val=32, image_size=(256, 256),
+                        num_classes=len(STUFF_CLASSES) + NUM_OBJECT_CLASSES, seed=0),
+    # The unlabelled pool for MAE pretraining (its annotations serve only supervised pretraining).
+    "builtin_pretrain": dict(kind="coco", split="pretrain", num_images=1024, image_size=(256, 256),
+                             num_classes=NUM_OBJECT_CLASSES, seed=0),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 from mae_transfer.utils.fileio import atomic_write_text
 
-MANIFEST_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
+MANIFEST_VERSION = 2  # bump when the generator's output changes, so caches are rebuilt
 
 
 def builtin_root() -> Path:

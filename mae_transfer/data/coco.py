@@ -1,8 +1,12 @@
 """A generated instance-segmentation dataset in COCO json format.
 
 Layout under ``root``: ``annotations/instances_{split}.json`` and ``{split}/000000000001.png`` ...
-Annotations hold the *visible* region of each object as polygons (several when an occluder cuts
-it), its bbox ``[x, y, w, h]``, polygon area and ``iscrowd = 0``; category ids start at 1.
+Scenes come from :func:`~.render.render_scene`: composite shapes whose class is their arrangement of
+parts (house, cross, arrow, L, dumbbell, ...), drawn with random colours and textures over a
+textured background among unlabelled distractors. Annotations hold the *visible* region of each
+object as polygons (its disjoint convex visible pieces: several per object, more when an occluder
+cuts it), its bbox ``[x, y, w, h]``, polygon area and ``iscrowd = 0``; category ids start at 1.
+Distractors are not annotated.
 """
 from __future__ import annotations
 
@@ -15,13 +19,18 @@ from PIL import Image
 
 from .cache import generation_lock, is_generated, remove_stale, write_json_atomic, write_manifest
 from .geometry import polygon_area
-from .render import (PlacedShape, ShapeClass, grey_background, paint_shapes, sample_shapes, shape_classes,
-                     to_uint8)
+from .render import PlacedShape, Scene, ShapeClass, render_scene, shape_classes
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """Per-image generator: image i is the same whatever ``num_images`` is."""
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def render_coco_sample(seed: int, split: str, index: int, image_size: tuple[int, int],
+                       classes: tuple[ShapeClass, ...]) -> Scene:
+    """Scene of image ``index`` of ``split`` (what :func:`make_coco_instances` writes for it)."""
+    return render_scene(image_rng(seed, split, index), *image_size, classes)
 
 
 def _annotation(shape: PlacedShape, ann_id: int, image_id: int) -> dict[str, Any]:
@@ -51,7 +60,7 @@ def make_coco_instances(root: str | Path, split: str = "train", num_images: int 
         split: split name, used in file names and mixed into the seed.
         num_images: number of images.
         image_size: (height, width) in pixels.
-        num_classes: number of shape categories (1..8: circle, square, triangle, hexagon, ...).
+        num_classes: number of shape categories (1..8: house, cross, arrow, L, dumbbell, T, H, U).
         seed: base seed; same arguments give byte-identical files.
     Returns:
         (path of the annotation json, directory of the PNG images).
@@ -81,16 +90,14 @@ def _generate(json_path: Path, image_dir: Path, split: str, num_images: int,
     remove_stale(image_dir, "*.png", {f"{i + 1:012d}.png" for i in range(num_images)})
     images, annotations = [], []
     for index in range(num_images):
-        rng = image_rng(seed, split, index)
-        canvas = grey_background(rng, height, width)
-        shapes = sample_shapes(rng, height, width, classes)
-        paint_shapes(canvas, shapes, classes)
+        scene = render_coco_sample(seed, split, index, (height, width), classes)
         image_id = index + 1
         file_name = f"{image_id:012d}.png"
-        Image.fromarray(to_uint8(canvas)).save(image_dir / file_name, compress_level=1)
+        Image.fromarray(scene.image).save(image_dir / file_name, compress_level=1)
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        for shape in shapes:
-            annotations.append(_annotation(shape, len(annotations) + 1, image_id))
+        for shape in scene.shapes:
+            if shape.class_index >= 0:
+                annotations.append(_annotation(shape, len(annotations) + 1, image_id))
     categories = [{"id": i + 1, "name": c.name, "supercategory": "shape"}
                   for i, c in enumerate(classes)]
     info = {"description": f"mae_transfer built-in shapes ({split})", "version": "1.0"}
