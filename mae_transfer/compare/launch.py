@@ -38,7 +38,7 @@ logger = get_logger(__name__)
 
 # The folder that holds the mae_transfer package: the runs import the same package as this process.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds the mae_transfer package
-BUILTIN_INITS = ("mae", "supervised", "beit", "random")
+BUILTIN_INITS = ("mae", "beit_style", "supervised", "beit", "random")
 BEIT_ENV = "MAE_TRANSFER_BEIT"
 TASKS = ("det", "seg")
 
