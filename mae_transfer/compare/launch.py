@@ -3,10 +3,11 @@
 Initialisations are given as text (``tools/compare.py --inits``):
 
 * ``random`` — no pretrained weights;
-* ``mae`` / ``supervised`` — the built-in tiny encoders pretrained on the generated images
-  (:mod:`mae_transfer.compare.builtin_inits`; pretrained on first use);
-* ``beit`` — a BEiT checkpoint named by ``$MAE_TRANSFER_BEIT`` (there is no built-in BEiT
-  pretraining); skipped with a message when none is set;
+* ``mae`` / ``beit_style`` / ``supervised`` — the built-in tiny encoders pretrained on the generated
+  pool (:mod:`mae_transfer.compare.builtin_inits`; pretrained on first use);
+* ``beit`` — a real BEiT checkpoint named by ``$MAE_TRANSFER_BEIT`` (the built-in ``beit_style`` is
+  BEiT's objective with a k-means tokenizer, not BEiT's weights); skipped with a message when none
+  is set;
 * ``NAME=PATH`` or ``PATH`` — any checkpoint the project's loader reads (MAE, DeiT/timm, BEiT, ...);
   DINOv2 and SAM checkpoints (e.g. ``dinov2=PATH sam=PATH``) also switch the run to their
   architecture (:mod:`.arch`), the recipe otherwise unchanged.
@@ -32,7 +33,7 @@ from .runs import RunRecord
 
 logger = get_logger(__name__)
 
-BUILTIN_INITS = ("mae", "supervised", "beit", "random")
+BUILTIN_INITS = ("mae", "beit_style", "supervised", "beit", "random")
 BEIT_ENV = "MAE_TRANSFER_BEIT"
 TASKS = ("det", "seg")
 

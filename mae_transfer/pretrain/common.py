@@ -1,4 +1,4 @@
-"""Pieces shared by the MAE and supervised pretraining loops: data, schedule, progress, plots."""
+"""Pieces shared by the MAE, BEiT-style and supervised pretraining loops: data, schedule, progress, plots."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from mae_transfer.errors import MissingFileError
 from mae_transfer.optim import param_groups
@@ -59,6 +59,24 @@ def infinite_batches(dataset: Dataset, batch_size: int, seed: int,
                         num_workers=num_workers, drop_last=len(dataset) >= batch_size)
     while True:
         yield from loader
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A seed for iteration ``step`` of a run seeded ``seed`` (distinct steps, distinct seeds)."""
+    return (seed * 1_000_003 + step) % (2 ** 63)
+
+
+def batch_at(dataset: Dataset, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Batch ``step`` of an endless stream of reshuffled epochs, a pure function of ``(seed, step)``
+    (unlike :func:`infinite_batches`, a resumed run gets the same batches without replaying the
+    stream). Epoch ``e`` is a permutation drawn from ``step_seed(seed, e)``; incomplete batches are
+    dropped when the dataset holds a full one. Loaded in this process: random transforms draw from
+    torch's global generator, so seed it per step for reproducible augmentation."""
+    n = len(dataset)
+    per_epoch = n // batch_size if n >= batch_size else 1
+    epoch, index = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed, epoch)))
+    return default_collate([dataset[i] for i in order[index * batch_size:(index + 1) * batch_size].tolist()])
 
 
 def cosine_lr(step: int, total: int, base_lr: float, warmup: int, min_lr: float = 0.0) -> float:
