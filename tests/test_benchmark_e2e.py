@@ -26,6 +26,7 @@ def result(tmp_path_factory):
 def test_each_task_times_ours_and_the_reference(result):
     data, md = result
     rows = data["e2e"]
+    gemm_rate = data["gemm"][-1]["flops_per_s"]  # model FLOP/s of each step as a share of it
     skipped = [r for r in rows if r.get("skipped")]
     if skipped and all("SourceMissing" in r["skipped"] for r in skipped):
         rows = [r for r in rows if not r.get("skipped")]  # no Detectron2 source archive here
@@ -38,9 +39,10 @@ def test_each_task_times_ours_and_the_reference(result):
             assert {(task, kind, "ours"), (task, kind, reference)} <= got
     for r in rows:
         assert r["seconds"] > 0 and r["min"] <= r["seconds"] <= r["max"] and r["repeats"] >= 1
+        assert r["flops"] > 0 and r["gemm_share"] == pytest.approx(r["flops"] / r["seconds"] / gemm_rate)
         if r["impl"] != "ours":
             assert r["speedup_of_ours"] > 0
-    assert "## Whole pipelines, ours beside the references" in md
+    assert "## Whole pipelines, ours beside the references" in md and "share of GEMM rate" in md
 
 
 def test_loader_rows_give_workers_per_gpu(result):

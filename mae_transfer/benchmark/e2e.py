@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from . import synthetic
-from .measure import AMP_DTYPES, PeakMemory, Timer, autocast, median
+from .measure import AMP_DTYPES, PeakMemory, Timer, autocast, count_flops, median
 
 __all__ = ["run", "interleave", "e2e_targets"]
 
@@ -61,14 +61,21 @@ def interleave(steps: Dict[str, Step], device: torch.device, repeats: int, warmu
     return out
 
 
-def _rows(task: str, kind: str, timings: Dict[str, Dict], names: Dict[str, str], unit_note: str) -> List[Dict]:
+def _flops(steps: Dict[str, Step]) -> Dict[str, Optional[int]]:
+    """Model FLOPs of one call of each step (``torch.utils.flop_counter``: matmuls, convolutions,
+    attention; data loading and elementwise work count 0), measured once after the timings."""
+    return {name: count_flops(step) for name, step in steps.items()}
+
+
+def _rows(task: str, kind: str, timings: Dict[str, Dict], names: Dict[str, str], unit_note: str,
+          flops: Optional[Dict[str, Optional[int]]] = None) -> List[Dict]:
     rows = []
     for impl, t in timings.items():
         secs = t["seconds"]
         rows.append({"task": task, "kind": kind, "impl": impl, "name": names[impl], "seconds": median(secs),
                      "min": min(secs), "max": max(secs), "repeats": len(secs),
                      "peak_mem_mb": t["peak_bytes"] / 2**20 if t["peak_bytes"] is not None else None,
-                     "note": unit_note})  # fmt: skip
+                     "flops": (flops or {}).get(impl), "note": unit_note})  # fmt: skip
     ours, ref = rows
     if ours["seconds"] and ref["seconds"]:
         ref["speedup_of_ours"] = ref["seconds"] / ours["seconds"]
@@ -174,10 +181,12 @@ def det_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
     names = {"ours": "ours coco_vitb_mae", "detectron2": "Detectron2 ViTDet mask_rcnn_vitdet_b_100ep"}
     if quick:
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
-    rows = _rows("det", "train step", interleave({k: train(k) for k in builders}, device, repeats), names,
-                 f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW")
-    rows += _rows("det", "inference", interleave({k: infer(k) for k in builders}, device, repeats), names,
-                  f"1 image {size}x{size}")
+    steps = {k: train(k) for k in builders}
+    rows = _rows("det", "train step", interleave(steps, device, repeats), names,
+                 f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW", _flops(steps))
+    steps = {k: infer(k) for k in builders}
+    rows += _rows("det", "inference", interleave(steps, device, repeats), names, f"1 image {size}x{size}",
+                  _flops(steps))
     return rows
 
 
@@ -284,10 +293,12 @@ def seg_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
     if quick:
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
     impls = ("ours", "mmseg")
-    rows = _rows("seg", "train step", interleave({k: train(k) for k in impls}, device, repeats), names,
-                 f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW")
-    rows += _rows("seg", "inference", interleave({k: infer(k) for k in impls}, device, repeats), names,
-                  f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}")
+    steps = {k: train(k) for k in impls}
+    rows = _rows("seg", "train step", interleave(steps, device, repeats), names,
+                 f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW", _flops(steps))
+    steps = {k: infer(k) for k in impls}
+    rows += _rows("seg", "inference", interleave(steps, device, repeats), names,
+                  f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}", _flops(steps))
     return rows
 
 
@@ -305,6 +316,9 @@ def e2e_targets(rows: List[Dict], device: torch.device) -> List[Dict]:
     """The issue's goals for the whole pipelines, met or missed, from the reference rows."""
     targets = []
     for r in rows:
+        if r.get("impl") == "ours" and r.get("kind") == "train step" and r.get("gemm_share") is not None:
+            targets.append({"target": f"{r['task']} train step model FLOP/s as a share of GEMM ({device.type})",
+                            "goal": ">= 70%", "value": r["gemm_share"], "met": r["gemm_share"] >= 0.7})
         if r.get("impl") == "ours" or r.get("skipped"):
             continue
         speed, memory = _GOALS.get((r["task"], r["kind"]), ({}, {}))
@@ -320,6 +334,13 @@ def e2e_targets(rows: List[Dict], device: torch.device) -> List[Dict]:
                             "goal": f"<= {goal}x", "value": value,
                             "met": None if value is None else value <= goal})  # fmt: skip
     return targets
+
+
+def add_gemm_share(rows: List[Dict], gemm_flops_per_s: Optional[float]) -> None:
+    """Each row's model FLOPs / median time as a share of the measured GEMM rate (``gemm_share``)."""
+    for r in rows:
+        if r.get("flops") and r.get("seconds") and gemm_flops_per_s:
+            r["gemm_share"] = r["flops"] / r["seconds"] / gemm_flops_per_s
 
 
 def run(case: str, *, device: torch.device, quick: bool, amp: Optional[str], repeats: int) -> List[Dict]:

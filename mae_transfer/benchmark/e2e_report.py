@@ -13,19 +13,22 @@ def fmt_cell(v, spec=".3g") -> str:
 def _e2e_table(rows: List[Dict]) -> List[str]:
     lines = [
         "| task | step | pipeline | s (median) | min..max | repeats | ours faster by | peak MB"
-        " | ours/its memory | note |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | ours/its memory | model GFLOP | share of GEMM rate | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r.get("skipped"):
-            lines.append(f"| {r['task']} | | {r['name']} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['task']} | | {r['name']} | skipped: {r['skipped']} | | | | | | | | |")
             continue
+        flops, share = r.get("flops"), r.get("gemm_share")
         ratio, mem = r.get("speedup_of_ours"), r.get("memory_ratio_of_ours")
         lines.append(
             f"| {r['task']} | {r['kind']} | {r['name']} | {fmt_cell(r['seconds'])} "
             f"| {fmt_cell(r['min'])}..{fmt_cell(r['max'])} | {r['repeats']} "
             f"| {fmt_cell(ratio, '.2f') + 'x' if ratio else ''} | {fmt_cell(r.get('peak_mem_mb'), '.0f')} "
-            f"| {fmt_cell(mem, '.2f')} | {r.get('note', '')} |"
+            f"| {fmt_cell(mem, '.2f')} | {fmt_cell(flops / 1e9 if flops else None, '.1f')} "
+            f"| {fmt_cell(share * 100 if share is not None else None, '.0f') + '%' if share is not None else ''} "
+            f"| {r.get('note', '')} |"
         )
     return lines
 

@@ -102,7 +102,7 @@ def run_benchmark(opts: Options) -> Dict:
         "e2e": [],
         "loader": [],
     }
-    if "gemm" in cases or any(c in GROUPS for c in cases):
+    if "gemm" in cases or any(c in GROUPS or c in E2E_CASES for c in cases):
         result["gemm"] = _gemm(device, opts)
         rates = [f"{g['dtype']} {g['flops_per_s'] / 1e12:.3g} TFLOP/s" for g in result["gemm"]]
         logger.info("GEMM peak: %s", ", ".join(rates))
@@ -129,6 +129,10 @@ def run_benchmark(opts: Options) -> Dict:
 
             result["loader"] += loader.run(quick=opts.quick)
         _write(result, opts.out, start, final=False)
+    if result["e2e"]:
+        from .e2e import add_gemm_share
+
+        add_gemm_share(result["e2e"], peak)
     report.add_ratios(result["backbone"])
     result["targets"] = [] if opts.quick else report.check_targets(result["backbone"])
     if result["e2e"] and not opts.quick:

@@ -50,8 +50,10 @@ class Stages:
     def remaining_s(self) -> float:
         """Estimated seconds of the stages not run yet."""
         done = [s for s in self.plan if s.name in self._measured]
-        expected = sum(s.expected_s for s in done)
-        scale = min(max(sum(self._measured[s.name] for s in done) / expected, 0.5), 3.0) if expected else 1.0
+        # Stages that took a few seconds (cached data, a finished run found) say nothing about the machine.
+        timed = [s for s in done if self._measured[s.name] >= 5.0]
+        expected = sum(s.expected_s for s in timed)
+        scale = min(max(sum(self._measured[s.name] for s in timed) / expected, 0.5), 3.0) if expected else 1.0
         left = 0.0
         for stage in self.plan:
             if stage.name in self.times:
