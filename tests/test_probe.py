@@ -118,7 +118,8 @@ def test_the_probe_ranks_an_oracle_above_a_random_backbone(ade):
     oracle = run_probe(_oracle([train, val], k), train, val, seeds=(0,), num_classes=k, head=HEAD, name="oracle")[0]
     random = run_probe(BackboneInit(arch="vit_tiny_patch16", img_size=SIZE, overrides=TINY), train, val,
                        seeds=(0,), num_classes=k, head=HEAD)[0]
-    assert oracle.mIoU > 90 and oracle.mIoU > random.mIoU + 20, (oracle.mIoU, random.mIoU)
+    # the oracle's ceiling is set by its stride-4 grid (thin parts blur), ~88 on the built-in shapes
+    assert oracle.mIoU > 75 and oracle.mIoU > random.mIoU + 40, (oracle.mIoU, random.mIoU)
     assert random.name == "random" and random.times["train"] > 0
 
 
