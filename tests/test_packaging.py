@@ -58,8 +58,29 @@ def test_inspect_param_groups_finds_a_bare_config_name_from_any_directory(instal
     assert not [w for w in KNOWN_WARNINGS if w in proc.stderr], proc.stderr
 
 
+# Runs every entry point as ``python -m mae_transfer.cli.NAME --help`` would, in one interpreter (one
+# torch / framework import for all of them, not one per command), each answer after a marker line.
+_HELP_ALL = """
+import contextlib, io, runpy, sys
+for name in sys.argv[1:]:
+    out = io.StringIO()
+    sys.argv = [name, "--help"]
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module("mae_transfer.cli." + name, run_name="__main__", alter_sys=True)
+            code = "no exit"
+        except SystemExit as exit:
+            code = exit.code
+    print("=== " + name + " exit " + str(code))
+    print(out.getvalue())
+"""
+
+
 def test_every_entry_point_answers_help(installed, tmp_path):
-    for name in CLI:
-        proc = _run(installed, tmp_path, "-m", f"mae_transfer.cli.{name}", "--help")
-        assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (name, proc.stderr[-2000:])
-        assert not [w for w in KNOWN_WARNINGS if w in proc.stderr], (name, proc.stderr)
+    proc = _run(installed, tmp_path, "-c", _HELP_ALL, *CLI)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = dict(part.split("\n", 1) for part in proc.stdout.split("=== ")[1:])
+    assert sorted(answers) == [f"{name} exit 0" for name in CLI], proc.stdout[-3000:]
+    for header, text in answers.items():
+        assert text.startswith("usage:"), (header, text[:500])
+    assert not [w for w in KNOWN_WARNINGS if w in proc.stderr], proc.stderr

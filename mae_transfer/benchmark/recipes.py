@@ -67,10 +67,12 @@ def det_recipe(device: torch.device, quick: bool, amp: Optional[str], timed) -> 
     from mae_transfer.det import build_model, load_config
     from mae_transfer.det.optimizer import build_optimizer
 
-    size = 256 if quick else 1024
+    size = 128 if quick else 1024
     opts = ["MODEL.VIT.WEIGHTS", "", "MODEL.DEVICE", device.type, "MODEL.ROI_HEADS.NUM_CLASSES", 80]
     if quick:
-        opts += ["MODEL.VIT.NAME", "vit_tiny_patch16", "MODEL.VIT.IMG_SIZE", size, "MODEL.PYRAMID.SQUARE_PAD", size]
+        opts += ["MODEL.VIT.NAME", "vit_tiny_patch16", "MODEL.VIT.IMG_SIZE", size, "MODEL.PYRAMID.SQUARE_PAD", size,
+                 "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 100,
+                 "MODEL.RPN.POST_NMS_TOPK_TEST", 100]  # the code paths, not the recipe's cost
     cfg = load_config("coco_vitb_mae", opts)
     model = build_model(cfg, device=device.type)
     optimizer = build_optimizer(cfg, model)
