@@ -46,7 +46,7 @@ class DemoPlan:
     finetune_seeds: int = 2
     probe_protocol: str = "linear"
     probe_steps: int | None = None  # None: the probe's default
-    det_iters: int | None = 150  # None: the config's SOLVER.MAX_ITER
+    det_iters: int | None = 100  # None: the config's SOLVER.MAX_ITER
     seg_iters: int | None = 120  # None: the config's train_cfg.max_iters
     det_config: str = "demo_vit_tiny_192"
     seg_config: str = "demo_vit_tiny"
