@@ -321,7 +321,7 @@ def test_every_ade20k_config_has_one_of_the_tested_architectures():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_ade20k_config_builds_full_size_and_runs_512_inference(name, all_threads):
-    """The configured model at full size: one 512x512 image through slide inference on CPU."""
+    """The configured model at full size: one 512x512 image through slide inference on CPU (ViT-L: built only)."""
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
@@ -336,6 +336,8 @@ def test_ade20k_config_builds_full_size_and_runs_512_inference(name, all_threads
     depth, width = ARCHITECTURES[name]
     assert (model.backbone.net.depth, model.backbone.net.embed_dim) == (depth, width)
     assert sum(p.numel() for p in model.backbone.parameters()) > (85e6 if width == 768 else 300e6)
+    if name == "ade20k_vitl_mae":
+        return  # ViT-L runs the code ViT-B runs (37 s of the suite's 10 minutes for a deeper, wider copy)
     meta = dict(img_shape=(512, 512), ori_shape=(512, 512), pad_shape=(512, 512), padding_size=[0, 0, 0, 0])
     with torch.no_grad():
         sample, = model.predict(torch.randn(1, 3, 512, 512), [SegDataSample(metainfo=meta)])
