@@ -19,7 +19,8 @@ from mae_transfer.errors import ComparisonError
 from mae_transfer.utils.logger import get_logger
 
 from .builtin_inits import PRETRAINERS, RECIPE_FILE, PretrainRecipe, builtin_checkpoint
-from .launch import Init, plan_runs, run_comparison
+from .jobs import execute
+from .launch import Init, plan_runs
 from .probe_runs import PROBE_TIME_FILE, probe_inits
 from .report import build_rows, comparison_json, comparisons, write_report
 from .runs import RUN_INFO
@@ -139,13 +140,12 @@ def run_demo(plan: DemoPlan, echo: Callable[[str], None] = print) -> dict:
                        timing_file=out / "probe" / PROBE_TIME_FILE)
     seeds = list(range(plan.finetune_seeds))
     records = []
+    opts = {"det_opts": det_schedule(plan.det_iters), "seg_opts": seg_schedule(plan.seg_iters)}
     for task in plan.tasks:
-        opts = {"det_opts": det_schedule(plan.det_iters), "seg_opts": seg_schedule(plan.seg_iters)}
         for init in inits:
             specs = plan_runs([init], out, [task], plan.det_config, plan.seg_config, seeds=seeds, **opts)
-            records += stages.run(titles[f"{task}_{init.name}"], run_comparison, [init], out, [task],
-                                  plan.det_config, plan.seg_config, reuse=plan.reuse, seeds=seeds, jobs=plan.jobs,
-                                  timing_file=[s.run_dir / RUN_INFO for s in specs], **opts)
+            records += stages.run(titles[f"{task}_{init.name}"], execute, specs, reuse=plan.reuse, jobs=plan.jobs,
+                                  timing_file=[s.run_dir / RUN_INFO for s in specs])
     extra = {init: {"probe_mIoU": values} for init, values in probe.items()}
     names = " vs ".join(INIT_TITLES.get(n, n) for n in plan.inits)
     title = f"make demo: {names} init (tiny ViT, built-in data, CPU)"

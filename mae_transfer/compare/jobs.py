@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -27,6 +28,7 @@ from mae_transfer.errors import ComparisonError
 from mae_transfer.utils.logger import get_logger
 
 from .runs import RUN_INFO, RunRecord, read_run
+from .stages import clock
 
 logger = get_logger(__name__)
 
@@ -135,8 +137,6 @@ def progress_of(log_file: Path) -> str:
 
 
 def _cpu_seconds_of_children() -> float:
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -186,7 +186,7 @@ def execute(specs: Sequence[RunSpec], reuse: bool = True, jobs: int = 1,
             last_report = time.perf_counter()
             for run in running.values():
                 state = progress_of(run.spec.run_dir / CONSOLE_LOG) or "starting"
-                echo(f"  {run.spec.label}: {state} ({_clock(time.perf_counter() - run.start)} so far)")
+                echo(f"  {run.spec.label}: {state} ({clock(time.perf_counter() - run.start)} so far)")
     if failure is not None:
         raise failure
     return [records[i] for i in range(len(specs))]
@@ -200,11 +200,6 @@ def _collect(records, running, index, returncode, cpu_s, echo, failure, quiet: b
         return failure or err
     if not quiet:
         metrics = ", ".join(f"{k} {v:.1f}" for k, v in records[index].metrics.items())
-        echo(f"  {run.spec.label}: done in {_clock(time.perf_counter() - run.start)}"
+        echo(f"  {run.spec.label}: done in {clock(time.perf_counter() - run.start)}"
              + (f" ({metrics})" if metrics else ""))
     return failure
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60:d}:{seconds % 60:02d}"
