@@ -8,8 +8,8 @@ them and returns their :class:`~mae_transfer.compare.runs.RunRecord` in the same
 * ``jobs=1`` streams each run's console output (the frameworks' own iteration / loss / ETA lines);
 * ``jobs=N`` keeps N runs going, each with ``cores // N`` OpenMP threads and its console output in
   ``<run_dir>/console.log``; a progress line per running job (iteration, ETA) is printed every
-  ``report_every`` seconds. On 2 cores two 1-thread runs finish sooner than two 2-thread runs in
-  turn: small ViT layers do not keep two threads busy.
+  ``report_every`` seconds. Meant for small models whose layers do not keep several threads busy
+  (not benchmarked against one run at a time).
 """
 from __future__ import annotations
 
