@@ -45,6 +45,17 @@ def test_each_task_times_ours_and_the_reference(result):
     assert "## Whole pipelines, ours beside the references" in md and "share of GEMM rate" in md
 
 
+def test_each_step_says_which_operators_took_its_time(result):
+    data, md = result
+    for r in (r for r in data["e2e"] if not r.get("skipped")):
+        ops = r["top_ops"]
+        assert ops and all(o["seconds"] >= 0 and 0 <= o["share"] <= 1 and o["calls"] >= 1 for o in ops), r
+        assert [o["seconds"] for o in ops] == sorted((o["seconds"] for o in ops), reverse=True)
+        assert sum(o["share"] for o in ops) <= 1 + 1e-6
+    assert "## Where the time goes" in md
+    assert any(o["op"].startswith("aten::") for r in data["e2e"] if not r.get("skipped") for o in r["top_ops"])
+
+
 def test_loader_rows_give_workers_per_gpu(result):
     data, md = result
     rows = {r["task"]: r for r in data["loader"]}

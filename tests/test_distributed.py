@@ -49,8 +49,7 @@ def _finish(proc: subprocess.Popen, log: Path, timeout: float = RUN_TIMEOUT) -> 
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill_group(proc)
         raise AssertionError(f"timed out:\n{log.read_text(errors='replace')[-3000:]}") from None
     return code, log.read_text(errors="replace")
 
@@ -61,14 +60,54 @@ def _wait_for(marker: Path, procs: list[subprocess.Popen], log: Path, timeout: f
         if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
             for p in procs:
                 if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
+                    _kill_group(p)
             raise AssertionError(f"the run never reached the kill point:\n{log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.1)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every living process below ``pid`` (from /proc), children before grandchildren."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue  # not a process, or it ended while reading
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])  # field 4: ppid
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every process it started: no cleanup at all
+    """SIGKILL the launcher and every process below it, no cleanup at all. torch elastic starts its
+    ranks in sessions of their own, so killing the launcher's process group alone would leave them
+    running: they are collected from /proc before the kill and killed one by one."""
+    victims = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in victims), "a process of the killed run survived SIGKILL"
 
 
 # ----------------------------------------------------------------------------- detection

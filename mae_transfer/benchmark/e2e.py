@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from . import synthetic
-from .measure import AMP_DTYPES, PeakMemory, Timer, autocast, count_flops, median
+from .measure import AMP_DTYPES, PeakMemory, Timer, autocast, median
+from .profile import analyse
 
 __all__ = ["run", "interleave", "e2e_targets"]
 
@@ -61,21 +62,23 @@ def interleave(steps: Dict[str, Step], device: torch.device, repeats: int, warmu
     return out
 
 
-def _flops(steps: Dict[str, Step]) -> Dict[str, Optional[int]]:
-    """Model FLOPs of one call of each step (``torch.utils.flop_counter``: matmuls, convolutions,
-    attention; data loading and elementwise work count 0), measured once after the timings."""
-    return {name: count_flops(step) for name, step in steps.items()}
+def _analyse(steps: Dict[str, Step], device: torch.device) -> Dict[str, Tuple[Optional[int], List[Dict]]]:
+    """Per step, one more call after the timings (:func:`.profile.analyse`): model FLOPs
+    (matmuls, convolutions, attention; data loading and element-wise work count 0) and the
+    operators that took the time."""
+    return {name: analyse(step, device) for name, step in steps.items()}
 
 
 def _rows(task: str, kind: str, timings: Dict[str, Dict], names: Dict[str, str], unit_note: str,
-          flops: Optional[Dict[str, Optional[int]]] = None) -> List[Dict]:
+          analysis: Optional[Dict[str, Tuple[Optional[int], List[Dict]]]] = None) -> List[Dict]:
     rows = []
     for impl, t in timings.items():
         secs = t["seconds"]
+        flops, top_ops = (analysis or {}).get(impl, (None, []))
         rows.append({"task": task, "kind": kind, "impl": impl, "name": names[impl], "seconds": median(secs),
                      "min": min(secs), "max": max(secs), "repeats": len(secs),
                      "peak_mem_mb": t["peak_bytes"] / 2**20 if t["peak_bytes"] is not None else None,
-                     "flops": (flops or {}).get(impl), "note": unit_note})  # fmt: skip
+                     "flops": flops, "top_ops": top_ops, "note": unit_note})  # fmt: skip
     ours, ref = rows
     if ours["seconds"] and ref["seconds"]:
         ref["speedup_of_ours"] = ref["seconds"] / ours["seconds"]
@@ -183,10 +186,10 @@ def det_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
     steps = {k: train(k) for k in builders}
     rows = _rows("det", "train step", interleave(steps, device, repeats), names,
-                 f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW", _flops(steps))
+                 f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW", _analyse(steps, device))
     steps = {k: infer(k) for k in builders}
     rows += _rows("det", "inference", interleave(steps, device, repeats), names, f"1 image {size}x{size}",
-                  _flops(steps))
+                  _analyse(steps, device))
     return rows
 
 
@@ -295,10 +298,11 @@ def seg_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
     impls = ("ours", "mmseg")
     steps = {k: train(k) for k in impls}
     rows = _rows("seg", "train step", interleave(steps, device, repeats), names,
-                 f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW", _flops(steps))
+                 f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW", _analyse(steps, device))
     steps = {k: infer(k) for k in impls}
     rows += _rows("seg", "inference", interleave(steps, device, repeats), names,
-                  f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}", _flops(steps))
+                  f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}",
+                  _analyse(steps, device))
     return rows
 
 

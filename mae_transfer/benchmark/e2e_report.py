@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from .profile import ops_markdown
+
 
 def fmt_cell(v, spec=".3g") -> str:
     """A number for a markdown cell ("" for a missing one); also used by :mod:`.report`."""
@@ -58,6 +60,10 @@ def e2e_markdown(result: Dict) -> List[str]:
     if result.get("e2e"):
         lines += ["", "## Whole pipelines, ours beside the references (interleaved)", ""]
         lines += _e2e_table(result["e2e"])
+        profiled = ops_markdown(result["e2e"])
+        if profiled:
+            lines += ["", "## Where the time goes (one profiled call per step, operators by self time)"]
+            lines += profiled
     if result.get("loader"):
         lines += ["", "## Data loading per worker", ""] + _loader_table(result["loader"])
     return lines

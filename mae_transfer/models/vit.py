@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, RelativePositionBias
+from .mlp import MLP_LAYERS, Mlp, SwiGLU  # noqa: F401  (Mlp, SwiGLU: re-exported)
 from .pos_embed import Size2, resize_abs_pos_embed, to_2tuple
 
 __all__ = ["VisionTransformer", "Block", "PRESETS", "create_vit", "vitdet_global_blocks"]
@@ -46,36 +47,6 @@ class PatchEmbed(nn.Module):
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), hw
-
-
-class Mlp(nn.Module):
-    """``fc1 -> GELU -> fc2`` (timm ``Mlp`` names)."""
-
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class SwiGLU(nn.Module):
-    """Packed SwiGLU (DINOv2 giant; timm ``SwiGLUPacked``): ``fc1`` to ``2h``, ``silu(a) * b``,
-    ``fc2`` from ``h``. DINOv2's own names ``w12`` / ``w3`` are renamed at load."""
-
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim // 2, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(F.silu(a) * b)
-
-
-MLP_LAYERS = {"gelu": Mlp, "swiglu": SwiGLU}
 
 
 class DropPath(nn.Module):
