@@ -101,6 +101,11 @@ def test_noise_rule_edge_cases():
     assert wide.verdict == "within noise"
 
 
+def test_a_small_difference_does_not_print_as_zero():
+    v = compare_stats(summarize([0.05, 0.05]), summarize([0.02, 0.02]), "mae", "random", "APbox")
+    assert v.verdict == "ahead" and "mae ahead by 0.03, more than 2 pooled std (0.0)" in v.sentence()
+
+
 def test_verdict_sentences():
     mae, rnd = summarize([83.5, 84.7, 85.9]), summarize([80.1, 81.0, 81.9])
     assert compare_stats(mae, rnd, "mae", "random", "mIoU").sentence() == (

@@ -92,6 +92,10 @@ def test_models_optim_and_probe_import_no_framework(layer):
     assert _violations([f"mae_transfer.{layer}"], FRAMEWORKS + ("timm", "torchvision")) == []
 
 
+def test_probe_does_not_import_the_pretraining_loops():
+    assert _violations(["mae_transfer.probe"], ["mae_transfer.pretrain"]) == []
+
+
 def test_det_and_seg_never_import_each_other():
     assert _violations(["mae_transfer.det"], ["mae_transfer.seg"]) == []
     assert _violations(["mae_transfer.seg"], ["mae_transfer.det"]) == []

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -10,29 +9,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from mae_transfer.errors import MissingFileError
 from mae_transfer.optim import param_groups
+from mae_transfer.utils.images import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, list_images  # noqa: F401
 from mae_transfer.utils.logger import get_logger
 from mae_transfer.utils.plotting import pyplot
+from mae_transfer.utils.progress import Progress  # noqa: F401  (re-exported for the loops)
 
 logger = get_logger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """All image files below ``folder`` (recursively), sorted; a clear error when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingFileError(f"image folder {folder} does not exist; pass --data with a folder "
-                               f"of images (e.g. the built-in one: python -m mae_transfer.data).")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise MissingFileError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}; "
-                               f"pass --data with a folder that holds images.")
-    return files
 
 
 class ImageFolder(Dataset):
@@ -103,33 +86,6 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
-class Progress:
-    """Logs ``iter i/N, loss, lr, ETA`` every ``every`` iterations (and the last one)."""
-
-    def __init__(self, total: int, every: int = 10, name: str = "train", start: int = 0):
-        self.total, self.every, self.name, self.first = total, max(every, 1), name, start
-        self.start = time.perf_counter()
-
-    def step(self, i: int, **values: float) -> None:
-        done = i + 1
-        if done % self.every and done != self.total:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / max(done - self.first, 1) * (self.total - done)
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-        logger.info("%s iter %d/%d  %s  elapsed %s  eta %s", self.name, done, self.total, shown,
-                    _clock(elapsed), _clock(eta))
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def plot_curve(values: Sequence[float], path: str | Path, title: str, ylabel: str = "loss") -> None:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from mae_transfer.errors import DataError, MissingFileError
-from mae_transfer.pretrain.common import IMAGENET_MEAN, IMAGENET_STD, list_images
+from mae_transfer.utils.images import IMAGENET_MEAN, IMAGENET_STD, list_images
 
 IGNORE_INDEX = 255
 SPLITS = ("training", "validation")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mae_transfer.errors import ConfigError
-from mae_transfer.pretrain.common import Progress
+from mae_transfer.utils.progress import Progress
 
 from .data import IGNORE_INDEX
 from .features import FeatureCache

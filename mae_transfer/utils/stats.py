@@ -68,6 +68,12 @@ def pooled_std(a: SeedStats, b: SeedStats) -> float | None:
     return math.sqrt(((a.n - 1) * a.std ** 2 + (b.n - 1) * b.std ** 2) / dof)
 
 
+def fmt_value(x: float) -> str:
+    """One decimal (``"84.7"``), or two significant digits below 0.1 (``"0.032"``) so that a small
+    nonzero value or difference does not print as ``0.0``."""
+    return f"{x:.1f}" if x == 0 or abs(x) >= 0.095 else f"{x:.2g}"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The comparison of initialisation ``a`` against ``b`` on one metric.
@@ -99,13 +105,14 @@ class Verdict:
         head = f"{self.metric}: {self.a} {self.stats_a} vs {self.b} {self.stats_b} ({seeds}): "
         k = f"{self.k:g}"
         if self.verdict == "no spread":
-            return head + (f"difference {self.diff:.1f}; with one seed each there is no spread to tell it "
+            return head + (f"difference {fmt_value(self.diff)}; with one seed each there is no spread to tell it "
                            "from noise")
         threshold = self.k * self.pooled_std
         if self.verdict == "within noise":
-            return head + f"within noise: the difference {self.diff:.1f} is below {k} pooled std ({threshold:.1f})"
-        return head + (f"{self.a} {self.verdict} by {abs(self.diff):.1f}, more than {k} pooled std "
-                       f"({threshold:.1f})")
+            return head + (f"within noise: the difference {fmt_value(self.diff)} is below {k} pooled std "
+                           f"({fmt_value(threshold)})")
+        return head + (f"{self.a} {self.verdict} by {fmt_value(abs(self.diff))}, more than {k} pooled std "
+                       f"({fmt_value(threshold)})")
 
     def to_json(self) -> dict:
         """``{"metric", "a", "b", "diff", "pooled_std", "verdict", "sentence"}``."""
