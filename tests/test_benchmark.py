@@ -85,3 +85,14 @@ def test_cpu_peak_memory_sees_a_known_allocation():
     if mem.bytes is None:
         pytest.skip("/proc/self/clear_refs not writable here")
     assert mem.bytes == pytest.approx(size, rel=0.1)
+
+
+def test_analyse_counts_each_call_once_and_the_flops():
+    from mae_transfer.benchmark.profile import analyse
+
+    a = torch.randn(32, 32)
+    flops, ops = analyse(lambda: [a @ a for _ in range(3)], torch.device("cpu"))
+    assert flops == 3 * 2 * 32**3
+    mm = next(o for o in ops if o["op"] == "aten::mm")
+    assert mm["calls"] == 3 and mm["shapes"] == "[32, 32], [32, 32]" and 0 < mm["share"] <= 1
+    assert all(o["op"] != "PythonDispatchMode" for o in ops)  # the flop counter's own records

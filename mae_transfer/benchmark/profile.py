@@ -11,7 +11,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-__all__ = ["analyse"]
+__all__ = ["analyse", "ops_markdown"]
+
+_COUNTER_RECORD = "PythonDispatchMode"  # the flop counter's own records (its Python overhead)
 
 
 def _shapes(shapes) -> str:
@@ -33,16 +35,34 @@ def analyse(fn: Callable[[], object], device: torch.device, top: int = 6) -> Tup
         fn()
         if cuda:
             torch.cuda.synchronize(device)
-    events = prof.key_averages(group_by_input_shape=True)
+    return int(counter.get_total_flops()), _top_ops(prof.events(), cuda, top)
 
-    def self_us(e) -> float:
-        return e.self_device_time_total if cuda else e.self_cpu_time_total
 
-    total = sum(self_us(e) for e in events) or 1.0
-    ranked = sorted(events, key=self_us, reverse=True)[:top]
-    ops = [{"op": e.key, "shapes": _shapes(e.input_shapes), "calls": e.count, "seconds": self_us(e) / 1e6,
-            "share": self_us(e) / total} for e in ranked]  # fmt: skip
-    return int(counter.get_total_flops()), ops
+def _nested_in_itself(event) -> bool:
+    """The flop counter re-dispatches every op inside it: the inner record of an op sits below
+    the outer one (through ``PythonDispatchMode``). Its time is the op's; its call is not."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == event.name:
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def _top_ops(events, cuda: bool, top: int) -> List[Dict]:
+    """Self time and calls per (operator, input shapes), the flop counter's own records left out."""
+    seconds: Dict[Tuple[str, str], float] = {}
+    calls: Dict[Tuple[str, str], int] = {}
+    for e in events:
+        if e.name == _COUNTER_RECORD:
+            continue
+        key = (e.name, _shapes(e.input_shapes))
+        seconds[key] = seconds.get(key, 0.0) + (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e6
+        calls[key] = calls.get(key, 0) + (0 if _nested_in_itself(e) else 1)
+    total = sum(seconds.values()) or 1.0
+    ranked = sorted(seconds, key=seconds.get, reverse=True)[:top]
+    return [{"op": name, "shapes": shapes, "calls": calls[(name, shapes)], "seconds": seconds[(name, shapes)],
+             "share": seconds[(name, shapes)] / total} for name, shapes in ranked]  # fmt: skip
 
 
 def ops_markdown(rows: List[Dict]) -> List[str]:

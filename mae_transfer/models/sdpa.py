@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -32,15 +33,27 @@ _BLOCK_ELEMENTS = 1 << 21
 Block = Tuple[slice, slice, slice]  # (batch, heads, query rows)
 
 
-def expand_decomposed(rel_h: torch.Tensor, rel_w: torch.Tensor) -> torch.Tensor:
-    """``(B, n, hq, w, h)`` and ``(B, n, hq, w, w)`` -> ``(B, n, hq*w, h*w)`` bias (one allocation).
+def expand_decomposed(
+    rel_h: torch.Tensor, rel_w: torch.Tensor, scratch: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """``(B, n, hq, w, h)`` and ``(B, n, hq, w, w)`` -> ``(B, n, hq*w, h*w)`` bias (one allocation,
+    or written into the front of the flat ``scratch`` tensor).
 
     ``hq`` query rows of the grid (all ``h`` of them, or a block of rows); keys cover the grid.
     """
     b, n, hq, w, h = rel_h.shape
-    # contiguous factors make the broadcast sum contiguous, so the final reshape is a view
-    bias = rel_h.contiguous().unsqueeze(-1) + rel_w.contiguous().unsqueeze(-2)
-    return bias.view(b, n, hq * w, h * w)
+    wk = rel_w.shape[-1]
+    if scratch is None:
+        # contiguous factors make the broadcast sum contiguous, so the final reshape is a view
+        bias = rel_h.contiguous().unsqueeze(-1) + rel_w.contiguous().unsqueeze(-2)
+    else:
+        bias = torch.add(rel_h.unsqueeze(-1), rel_w.unsqueeze(-2), out=_take(scratch, (b, n, hq, w, h, wk)))
+    return bias.view(b, n, hq * w, h * wk)
+
+
+def _take(scratch: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
+    """The front of the flat ``scratch`` as a contiguous tensor of ``shape``."""
+    return scratch[: math.prod(shape)].view(shape)
 
 
 def _blocks(batch: int, heads: int, n: int, row_unit: int) -> Iterator[Block]:
@@ -88,11 +101,13 @@ def _bias_block(
     bias: Optional[torch.Tensor],
     block: Block,
     lse: Optional[torch.Tensor] = None,
+    scratch: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The summed bias of one block, ``(b, h, rows, N)``.
 
-    With ``lse`` (backward) it is ``bias - lse[..., None]`` in a new tensor; without, a bias-only
-    block may be a broadcasting view.
+    With ``lse`` (backward) it is ``bias - lse[..., None]``, written into ``scratch`` (a flat tensor
+    reused across blocks: a fresh block-sized allocation costs more than the sum itself) or a new
+    tensor; without, a bias-only block may be a broadcasting view.
     """
     bs, hs, rows = block
     if rel_h is not None:
@@ -100,14 +115,24 @@ def _bias_block(
         part_h = rel_h[bs, hs, grid_rows]
         if lse is not None:  # fold the row constant into the small factor
             part_h = part_h - lse[bs, hs, rows].view(part_h.shape[:-1] + (1,)).to(part_h.dtype)
-        out = expand_decomposed(part_h, rel_w[bs, hs, grid_rows])
+        out = expand_decomposed(part_h, rel_w[bs, hs, grid_rows], scratch)
         if bias is not None:
             out.add_(bias[_bias_index(bias, block)])
         return out
     out = bias[_bias_index(bias, block)]  # a view (may broadcast) without lse
     if lse is not None:
-        out = out - lse[bs, hs, rows].unsqueeze(-1).to(out.dtype)
+        row_constant = lse[bs, hs, rows].unsqueeze(-1).to(out.dtype)
+        shape = torch.broadcast_shapes(out.shape, row_constant.shape)
+        out = torch.sub(out, row_constant, out=_take(scratch, shape) if scratch is not None else None)
     return out
+
+
+def _scratch(q: torch.Tensor, n_keys: int, row_unit: int) -> torch.Tensor:
+    """A flat buffer for the largest block of logits."""
+    batch, heads, n, _ = q.shape
+    largest = max((b.stop - b.start) * len(range(heads)[h]) * len(range(n)[r])
+                  for b, h, r in _blocks(batch, heads, n, row_unit))  # fmt: skip
+    return q.new_empty(largest * n_keys)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -124,9 +149,10 @@ class _CpuBiasedSDPA(torch.autograd.Function):
         row_unit = rel_h.shape[3] if rel_h is not None else 1
         out = q.new_empty(q.shape[:-1] + (v.shape[-1],))
         lse = None
+        scratch = _scratch(q, k.shape[2], row_unit) if rel_h is not None else None
         for block in _blocks(batch, heads, n, row_unit):
             bs, hs, rows = block
-            mask = _bias_block(rel_h, rel_w, bias, block)
+            mask = _bias_block(rel_h, rel_w, bias, block, scratch=scratch)
             o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
                 q[bs, hs, rows], k[bs, hs], v[bs, hs], 0.0, False, attn_mask=mask, scale=scale
             )
@@ -152,19 +178,21 @@ class _CpuBiasedSDPA(torch.autograd.Function):
         d_rel_w = torch.empty_like(rel_w) if need_rel else None
         d_bias = torch.zeros_like(bias) if need_bias else None
         minus_delta = (grad_out * out).sum(-1, keepdim=True).neg_()  # (B, heads, N, 1)
+        p_scratch, ds_scratch = (_scratch(q, k.shape[2], ctx.row_unit) for _ in range(2))
         for block in _blocks(batch, heads, n, ctx.row_unit):
             bs, hs, rows = block
             qb, kb, vb, gb = (_flat(t) for t in (q[bs, hs, rows], k[bs, hs], v[bs, hs],
                                                   grad_out[bs, hs, rows]))  # fmt: skip
             # probabilities p = exp(q k^T * scale + bias - lse), recomputed; the GEMM adds into
             # the (bias - lse) block in place
-            p = _bias_block(rel_h, rel_w, bias, block, lse=lse)
+            p = _bias_block(rel_h, rel_w, bias, block, lse=lse, scratch=p_scratch)
             shape = p.shape
             p = p.reshape(-1, shape[-2], shape[-1])
             p.baddbmm_(qb, kb.transpose(1, 2), alpha=scale).exp_()
             dv[bs, hs] += torch.bmm(p.transpose(1, 2), gb).view(dv[bs, hs].shape)
             # d logits = p * (grad_out v^T - rowsum(grad_out * out))
-            ds = torch.baddbmm(_flat(minus_delta[bs, hs, rows]), gb, vb.transpose(1, 2)).mul_(p)
+            ds = torch.baddbmm(_flat(minus_delta[bs, hs, rows]), gb, vb.transpose(1, 2),
+                               out=_take(ds_scratch, p.shape)).mul_(p)
             del p
             dq[bs, hs, rows] = torch.bmm(ds, kb).mul_(scale).view(dq[bs, hs, rows].shape)
             dk[bs, hs] += torch.bmm(ds.transpose(1, 2), qb).mul_(scale).view(dk[bs, hs].shape)
