@@ -176,8 +176,10 @@ def beit_bias(
     """
     table, index = beit_table_index(table, index, window, hw, num_prefix_tokens)
     n = index.shape[0]
-    bias = table[index.reshape(-1)].view(n, n, -1)
-    return bias.permute(2, 0, 1).unsqueeze(0)
+    # gathered head-major, so the bias is contiguous: attention kernels copy a strided mask on
+    # every call (per head on CPU)
+    bias = torch.index_select(table.t().contiguous(), 1, index.reshape(-1))
+    return bias.view(1, -1, n, n)
 
 
 class RelativePositionBias(nn.Module):
