@@ -185,11 +185,11 @@ def det_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
     if quick:
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
     steps = {k: train(k) for k in builders}
-    rows = _rows("det", "train step", interleave(steps, device, repeats), names,
+    rows = _rows("det", "train step", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
                  f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW", _analyse(steps, device))
     steps = {k: infer(k) for k in builders}
-    rows += _rows("det", "inference", interleave(steps, device, repeats), names, f"1 image {size}x{size}",
-                  _analyse(steps, device))
+    rows += _rows("det", "inference", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
+                  f"1 image {size}x{size}", _analyse(steps, device))
     return rows
 
 
@@ -297,10 +297,10 @@ def seg_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
     impls = ("ours", "mmseg")
     steps = {k: train(k) for k in impls}
-    rows = _rows("seg", "train step", interleave(steps, device, repeats), names,
+    rows = _rows("seg", "train step", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
                  f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW", _analyse(steps, device))
     steps = {k: infer(k) for k in impls}
-    rows += _rows("seg", "inference", interleave(steps, device, repeats), names,
+    rows += _rows("seg", "inference", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
                   f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}",
                   _analyse(steps, device))
     return rows
