@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mae_transfer.models import create_vit, sdpa
-from mae_transfer.models.attention import Attention, decomposed_rel_terms
+from mae_transfer.models.attention import Attention, beit_bias, decomposed_rel_terms
 from mae_transfer.models.pos_embed import beit_relative_position_index
 
 
@@ -125,6 +125,19 @@ def test_beit_index_matches_timm(window):
     from timm.models.beit import gen_relative_position_index
 
     assert torch.equal(beit_relative_position_index(window), gen_relative_position_index(window))
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_beit_bias_is_timms_gather_and_contiguous(prefix):
+    # timm Beit: table[index.view(-1)].view(N, N, heads).permute(2, 0, 1); ours gathers head-major
+    # so that attention kernels get a contiguous mask (no strided copy per head)
+    window, heads = (6, 5), 3
+    index = beit_relative_position_index(window)
+    table = torch.randn(int(index.max()) + 1, heads)
+    bias = beit_bias(table, index, window, window, prefix)
+    full = table[index.view(-1)].view(index.shape[0], index.shape[0], heads).permute(2, 0, 1)
+    expected = full[:, 1:, 1:] if prefix == 0 else full
+    assert bias.is_contiguous() and torch.equal(bias, expected.unsqueeze(0))
 
 
 @pytest.mark.parametrize(
