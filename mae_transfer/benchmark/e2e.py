@@ -62,19 +62,22 @@ def interleave(steps: Dict[str, Step], device: torch.device, repeats: int, warmu
     return out
 
 
-def _analyse(steps: Dict[str, Step], device: torch.device) -> Dict[str, Tuple[Optional[int], List[Dict]]]:
-    """Per step, one more call after the timings (:func:`.profile.analyse`): model FLOPs
-    (matmuls, convolutions, attention; data loading and element-wise work count 0) and the
-    operators that took the time."""
-    return {name: analyse(step, device) for name, step in steps.items()}
+def _measure(task: str, kind: str, steps: Dict[str, Step], names: Dict[str, str], unit_note: str, *,
+             device: torch.device, repeats: int, quick: bool) -> List[Dict]:
+    """Time ``steps`` (:func:`interleave`; no warm-up at ``quick`` toy sizes), then one more call
+    each (:func:`.profile.analyse`): model FLOPs (matmuls, convolutions, attention; data loading
+    and element-wise work count 0) and the operators that took the time. One row per step."""
+    timings = interleave(steps, device, repeats, warmup=0 if quick else 1)
+    analysis = {name: analyse(step, device) for name, step in steps.items()}
+    return _rows(task, kind, timings, names, unit_note, analysis)
 
 
 def _rows(task: str, kind: str, timings: Dict[str, Dict], names: Dict[str, str], unit_note: str,
-          analysis: Optional[Dict[str, Tuple[Optional[int], List[Dict]]]] = None) -> List[Dict]:
+          analysis: Dict[str, Tuple[Optional[int], List[Dict]]]) -> List[Dict]:
     rows = []
     for impl, t in timings.items():
         secs = t["seconds"]
-        flops, top_ops = (analysis or {}).get(impl, (None, []))
+        flops, top_ops = analysis[impl]
         rows.append({"task": task, "kind": kind, "impl": impl, "name": names[impl], "seconds": median(secs),
                      "min": min(secs), "max": max(secs), "repeats": len(secs),
                      "peak_mem_mb": t["peak_bytes"] / 2**20 if t["peak_bytes"] is not None else None,
@@ -184,13 +187,11 @@ def det_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
     names = {"ours": "ours coco_vitb_mae", "detectron2": "Detectron2 ViTDet mask_rcnn_vitdet_b_100ep"}
     if quick:
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
-    steps = {k: train(k) for k in builders}
-    rows = _rows("det", "train step", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
-                 f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW", _analyse(steps, device))
-    steps = {k: infer(k) for k in builders}
-    rows += _rows("det", "inference", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
-                  f"1 image {size}x{size}", _analyse(steps, device))
-    return rows
+    how = dict(device=device, repeats=repeats, quick=quick)
+    return (_measure("det", "train step", {k: train(k) for k in builders}, names,
+                     f"batch {batch} @{size} incl. LSJ loading (polygon masks), fwd+bwd+AdamW", **how)
+            + _measure("det", "inference", {k: infer(k) for k in builders}, names, f"1 image {size}x{size}",
+                       **how))  # fmt: skip
 
 
 # -- segmentation --------------------------------------------------------------------------------
@@ -296,14 +297,12 @@ def seg_e2e(device: torch.device, quick: bool, amp: Optional[str], repeats: int)
     if quick:
         names = {k: v + " (quick: ViT-Ti @128)" for k, v in names.items()}
     impls = ("ours", "mmseg")
-    steps = {k: train(k) for k in impls}
-    rows = _rows("seg", "train step", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
-                 f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW", _analyse(steps, device))
-    steps = {k: infer(k) for k in impls}
-    rows += _rows("seg", "inference", interleave(steps, device, repeats, warmup=0 if quick else 1), names,
-                  f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}",
-                  _analyse(steps, device))
-    return rows
+    how = dict(device=device, repeats=repeats, quick=quick)
+    return (_measure("seg", "train step", {k: train(k) for k in impls}, names,
+                     f"batch 2, {crop}x{crop} crops incl. ADE20K pipeline loading, fwd+bwd+AdamW", **how)
+            + _measure("seg", "inference", {k: infer(k) for k in impls}, names,
+                       f"slide (crop {crop}, stride {crop * 2 // 3}) on 1 image {crop}x{crop * 4 // 3}",
+                       **how))  # fmt: skip
 
 
 # -- entry -----------------------------------------------------------------------------------------

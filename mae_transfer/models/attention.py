@@ -24,6 +24,7 @@ from .pos_embed import (
     resize_beit_rel_pos_table,
     to_2tuple,
 )
+from .saving import keeps_less_for_backward
 from .sdpa import attention
 
 __all__ = [
@@ -93,10 +94,9 @@ def decomposed_rel_terms(
     r_h = rel_pos_lookup(rel_pos_h, h).to(q.dtype)  # (h, kh, d)
     r_w = rel_pos_lookup(rel_pos_w, w).to(q.dtype)  # (w, kw, d)
     q = q.reshape(b, heads, h, w, d)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, r_h, r_w))
-    if not needs_grad or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return _rel_terms(q, r_h, r_w)
-    return _RelTerms.apply(q, r_h, r_w)
+    if keeps_less_for_backward(q, r_h, r_w):
+        return _RelTerms.apply(q, r_h, r_w)
+    return _rel_terms(q, r_h, r_w)
 
 
 def _rel_terms(q: torch.Tensor, r_h: torch.Tensor, r_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

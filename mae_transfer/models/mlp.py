@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .saving import keeps_less_for_backward
+
 __all__ = ["Mlp", "SwiGLU", "MLP_LAYERS", "gelu_linear"]
 
 
@@ -43,8 +45,7 @@ class _GeluLinear(torch.autograd.Function):
         with torch.autocast(h.device.type, enabled=False) if dtype is not None else nullcontext():
             out = F.linear(F.gelu(h), w, b)
         ctx.save_for_backward(h, w)
-        ctx.param_dtypes = (weight.dtype, bias.dtype if bias is not None else None)
-        ctx.has_bias = bias is not None
+        ctx.param_dtypes = (weight.dtype, bias.dtype if bias is not None else None)  # None: no bias
         return out
 
     @staticmethod
@@ -58,7 +59,7 @@ class _GeluLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             act = F.gelu(h).reshape(-1, h.shape[-1])  # recomputed: (tokens, hidden)
             grad_w = g2.t().mm(act).to(ctx.param_dtypes[0])
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.param_dtypes[1] is not None and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0).to(ctx.param_dtypes[1])
         return grad_h, grad_w, grad_b
 
@@ -68,10 +69,9 @@ def gelu_linear(h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
     With gradients on (outside tracing and compilation) the GELU output is not kept for backward.
     """
-    needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    if not needs_grad or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return F.linear(F.gelu(h), weight, bias)
-    return _GeluLinear.apply(h, weight, bias)
+    if keeps_less_for_backward(h, weight):
+        return _GeluLinear.apply(h, weight, bias)
+    return F.linear(F.gelu(h), weight, bias)
 
 
 class Mlp(nn.Module):

@@ -128,11 +128,10 @@ def _bias_block(
 
 
 def _scratch(q: torch.Tensor, n_keys: int, row_unit: int) -> torch.Tensor:
-    """A flat buffer for the largest block of logits."""
+    """A flat buffer for the largest block of logits: the first (only a last one may be smaller)."""
     batch, heads, n, _ = q.shape
-    largest = max((b.stop - b.start) * len(range(heads)[h]) * len(range(n)[r])
-                  for b, h, r in _blocks(batch, heads, n, row_unit))  # fmt: skip
-    return q.new_empty(largest * n_keys)
+    bs, hs, rows = next(_blocks(batch, heads, n, row_unit))
+    return q.new_empty(len(range(batch)[bs]) * len(range(heads)[hs]) * len(range(n)[rows]) * n_keys)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
