@@ -120,6 +120,20 @@ def test_cpu_biased_sdpa_matches_math(monkeypatch, block, rel, bias_shape):
         torch.testing.assert_close(g, e)
 
 
+def test_cpu_biased_sdpa_allocates_its_block_buffers_once_per_call(monkeypatch):
+    """The bias / probability / gradient blocks reuse one buffer each per call (a fresh block per
+    block cost more than the sums written into it): one in forward, two in backward."""
+    monkeypatch.setattr(sdpa, "_BLOCK_ELEMENTS", 50)  # 12 queries, 4 per row: 3 row blocks per head
+    allocations = []
+    make = sdpa._scratch
+    monkeypatch.setattr(sdpa, "_scratch", lambda *a: allocations.append(make(*a)) or allocations[-1])
+    q, k, v = (torch.randn(1, 2, 12, 8, requires_grad=True) for _ in range(3))
+    rel_h, rel_w = torch.randn(1, 2, 3, 4, 3, requires_grad=True), torch.randn(1, 2, 3, 4, 4, requires_grad=True)
+    assert len(list(sdpa._blocks(1, 2, 12, 4))) == 6
+    sdpa.attention(q, k, v, rel_h=rel_h, rel_w=rel_w).sum().backward()
+    assert len(allocations) == 3 and all(a.numel() == 4 * 12 for a in allocations)  # rows x keys
+
+
 @pytest.mark.parametrize("window", [(14, 14), (7, 10)])
 def test_beit_index_matches_timm(window):
     from timm.models.beit import gen_relative_position_index
